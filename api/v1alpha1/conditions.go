@@ -1,0 +1,41 @@
+package v1alpha1
+
+// Condition types. Ready summarises; Reconciling and Stalled follow kstatus
+// (https://github.com/kubernetes-sigs/cli-utils/blob/master/pkg/kstatus/README.md);
+// Built and Released report the two halves of a deploy.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+	ConditionBuilt       = "Built"
+	ConditionReleased    = "Released"
+)
+
+// Condition reasons, CamelCase as metav1.Condition requires.
+const (
+	ReasonProgressing         = "Progressing"
+	ReasonBuildRunning        = "BuildRunning"
+	ReasonBuildSucceeded      = "BuildSucceeded"
+	ReasonBuildFailed         = "BuildFailed"
+	ReasonCredentialsNotFound = "CredentialsNotFound"
+	ReasonStackNotContainer   = "StackNotContainer"
+	ReasonAppNotFound         = "AppNotFound"
+	ReasonUnauthorized        = "Unauthorized"
+	ReasonRateLimited         = "RateLimited"
+	ReasonHerokuUnavailable   = "HerokuUnavailable"
+	ReasonReleasePending      = "ReleasePending"
+	ReasonReleaseFailed       = "ReleaseFailed"
+	ReasonReleasePhaseFailed  = "ReleasePhaseFailed"
+	ReasonReleased            = "Released"
+	ReasonDriftDetected       = "DriftDetected"
+	ReasonAppConflict         = "AppConflict"
+	ReasonSuspended           = "Suspended"
+	ReasonDeleting            = "Deleting"
+)
+
+// ReconcileRequestAnnotation asks for a reconcile now when its value changes
+// (the same convention as Flux's reconcile.fluxcd.io/requestedAt).
+const ReconcileRequestAnnotation = "herokunix.dev/reconcile-requested-at"
+
+// Finalizer guards the deletion policy.
+const Finalizer = "herokunix.dev/finalizer"

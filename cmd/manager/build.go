@@ -1,0 +1,53 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/nixbuild"
+	"github.com/herokunix/herokunix/internal/pipeline"
+)
+
+// runBuild is the build container: it runs user flake code through Nix and
+// is never given the Heroku key.
+func runBuild(args []string) error {
+	fs := flag.NewFlagSet("build", flag.ContinueOnError)
+	request := fs.String("request", "", "the build request, as JSON")
+	workspace := fs.String("workspace", "/workspace", "directory shared with the push container")
+	nixConf := fs.String("nix-conf", "", "extra nix.conf (e.g. access-tokens)")
+	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole build")
+	offline := fs.Bool("offline", false, "use no binary cache")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if os.Getenv("HEROKU_API_KEY") != "" {
+		return errors.New("refusing to run Nix with HEROKU_API_KEY in the environment")
+	}
+	var req artifact.BuildRequest
+	if err := json.Unmarshal([]byte(*request), &req); err != nil {
+		return fmt.Errorf("parsing --request: %w", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	opts := nixbuild.Options{NixConfFile: *nixConf, Offline: *offline, Timeout: *timeout, Stderr: os.Stderr}
+	m, err := pipeline.Build(ctx, opts, req, *workspace)
+	if err != nil {
+		return err
+	}
+	return printJSON(os.Stdout, m)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

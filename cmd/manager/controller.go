@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/controllers"
+	"github.com/herokunix/herokunix/internal/heroku"
+	"github.com/herokunix/herokunix/internal/localenv"
+	"github.com/herokunix/herokunix/internal/nixbuild"
+)
+
+// Version is stamped at build time (-ldflags -X main.Version=…).
+var Version = "dev"
+
+type controllerFlags struct {
+	metricsAddr, probeAddr string
+	leaderElect            bool
+	builder                string
+	concurrency            int
+	herokuAPIURL           string
+	registryHost           string
+	insecureRegistry       bool
+	requestsPerHour        int
+	toolsImage, nixImage   string
+	workDir                string
+	local                  string
+	keepRunning            bool
+	nixOffline             bool
+}
+
+func runController(args []string) error {
+	var f controllerFlags
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 disables)")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader, so only one replica reconciles")
+	fs.StringVar(&f.builder, "builder", "job", "where builds run: job (a Kubernetes Job) or local (this process, needs Nix)")
+	fs.IntVar(&f.concurrency, "concurrency", 4, "resources reconciled at once")
+	fs.StringVar(&f.herokuAPIURL, "heroku-api-url", "https://api.heroku.com", "Heroku Platform API")
+	fs.StringVar(&f.registryHost, "heroku-registry", "registry.heroku.com", "Heroku container registry host")
+	fs.BoolVar(&f.insecureRegistry, "insecure-registry", false, "plain HTTP to the registry (local testing only)")
+	fs.IntVar(&f.requestsPerHour, "heroku-requests-per-hour", 2250, "this controller's share of each account's 4,500 Heroku API calls an hour")
+	fs.StringVar(&f.toolsImage, "tools-image", "ghcr.io/herokunix/herokunix:"+Version, "image of this binary, run by build Jobs")
+	fs.StringVar(&f.nixImage, "nix-image", "nixos/nix:2.24.9", "default Nix image of build Jobs")
+	fs.StringVar(&f.workDir, "work-dir", os.TempDir(), "workspaces of the local builder")
+	fs.StringVar(&f.local, "local", "auto", "embedded local default (control plane, Heroku stand-in, registry, local builder): auto (when no cluster is configured), always or never")
+	fs.BoolVar(&f.nixOffline, "nix-offline", false, "local builder: use no binary cache")
+	fs.BoolVar(&f.keepRunning, "keep-running", false, "local default: keep running after the sample is Ready")
+	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
+	zapOpts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
+	log := ctrl.Log.WithName("setup")
+
+	ctx := ctrl.SetupSignalHandler()
+	var cfg *rest.Config
+	var env *localenv.Env
+	if useLocal(f.local) {
+		log.Info("no cluster configured: starting the embedded local default")
+		var err error
+		env, err = localenv.Start(ctx, localenv.Options{Log: ctrl.Log.WithName("local")})
+		if err != nil {
+			return fmt.Errorf("starting the local default: %w", err)
+		}
+		defer env.Stop()
+		cfg = env.Config
+		f.builder, f.herokuAPIURL, f.registryHost, f.insecureRegistry, f.nixOffline = "local", env.HerokuAPIURL, env.RegistryHost, true, true
+		f.metricsAddr, f.probeAddr = "0", "127.0.0.1:0"
+	} else {
+		var err error
+		if cfg, err = ctrl.GetConfig(); err != nil {
+			return fmt.Errorf("loading kubeconfig: %w", err)
+		}
+	}
+
+	mgr, err := newManager(ctx, cfg, f)
+	if err != nil {
+		return err
+	}
+	if env == nil {
+		log.Info("starting manager", "version", Version, "builder", f.builder)
+		return mgr.Start(ctx)
+	}
+	errc := make(chan error, 1)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { errc <- mgr.Start(runCtx) }()
+	if err := env.DeploySample(ctx, os.Stdout); err != nil {
+		return err
+	}
+	if f.keepRunning {
+		return <-errc
+	}
+	cancel()
+	return <-errc
+}
+
+// useLocal decides whether to start the embedded local default.
+func useLocal(mode string) bool {
+	switch mode {
+	case "always":
+		return true
+	case "never":
+		return false
+	}
+	if os.Getenv("KUBECONFIG") != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
+		return false
+	}
+	home, _ := os.UserHomeDir()
+	_, err := os.Stat(filepath.Join(home, clientcmd.RecommendedHomeDir, clientcmd.RecommendedFileName))
+	return errors.Is(err, os.ErrNotExist)
+}
+
+func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.Manager, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	if err := herokunixv1.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress:        f.probeAddr,
+		LeaderElection:                f.leaderElect,
+		LeaderElectionID:              "herokunix.dev",
+		LeaderElectionReleaseOnCancel: true,
+		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return nil, err
+	}
+
+	var builder controllers.Builder
+	var buildEvents chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
+	switch f.builder {
+	case "job":
+		builder = &controllers.JobBuilder{Client: mgr.GetClient(), Scheme: scheme, Images: controllers.JobImages{
+			Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost,
+		}}
+	case "local":
+		buildEvents = make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 64)
+		builder = &controllers.LocalBuilder{
+			Nix:              nixbuild.Options{Offline: f.nixOffline},
+			RegistryHost:     f.registryHost,
+			InsecureRegistry: f.insecureRegistry,
+			WorkDir:          f.workDir,
+			Events:           buildEvents,
+		}
+	default:
+		return nil, fmt.Errorf("--builder must be job or local, not %q", f.builder)
+	}
+
+	r := &controllers.HerokuNixAppReconciler{
+		Client:   mgr.GetClient(),
+		Scheme:   scheme,
+		Recorder: mgr.GetEventRecorder("herokunix"),
+		Builder:  builder,
+		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {
+			return heroku.New(heroku.Options{
+				APIKey: key, BaseURL: f.herokuAPIURL, RegistryHost: f.registryHost,
+				RequestsPerHour: f.requestsPerHour, UserAgent: "herokunix/" + Version,
+				HTTPClient: &http.Client{Timeout: 30 * time.Second},
+			})
+		}},
+	}
+	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: f.concurrency, BuildEvents: buildEvents}); err != nil {
+		return nil, fmt.Errorf("setting up controller: %w", err)
+	}
+	return mgr, nil
+}
+
+func ptrDuration(d time.Duration) *time.Duration { return &d }

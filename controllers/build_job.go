@@ -1,0 +1,172 @@
+package controllers
+
+import (
+	"encoding/json"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+)
+
+// Labels on build Jobs, linking them to their resource.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelApp       = "herokunix.dev/app"
+	LabelBuildHash = "herokunix.dev/build-hash"
+	managedBy      = "herokunix"
+)
+
+// Container names of the build pod.
+const (
+	containerTools = "tools"
+	containerBuild = "build"
+	containerPush  = "push"
+)
+
+// JobImages are the images the build pod runs.
+type JobImages struct {
+	// Tools is the controller's own image: it provides the manager binary
+	// to the Nix container and runs the push.
+	Tools string
+	// Nix is the default Nix image for the build container.
+	Nix string
+	// RegistryHost is Heroku's registry (registry.heroku.com).
+	RegistryHost string
+}
+
+const (
+	volWorkspace = "workspace"
+	volTools     = "tools"
+	volNixConf   = "nix-conf"
+	workspaceDir = "/workspace"
+	toolsDir     = "/herokunix"
+	nixConfDir   = "/etc/herokunix/nix"
+)
+
+// desiredBuildJob is the Job that runs a build. Three containers share a
+// workspace: tools copies the manager binary in, build runs Nix (and never
+// sees the Heroku key), push assembles and pushes the images (and is the
+// only container the key is given to) and writes the result to its
+// termination message.
+func desiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobImages) (*batchv1.Job, error) {
+	req, err := json.Marshal(b.Request)
+	if err != nil {
+		return nil, fmt.Errorf("encoding build request: %w", err)
+	}
+	nixImage := images.Nix
+	if app.Spec.Build.Image != "" {
+		nixImage = app.Spec.Build.Image
+	}
+	labels := map[string]string{LabelManagedBy: managedBy, LabelApp: app.Name, LabelBuildHash: b.SpecHash}
+
+	buildArgs := []string{"build", "--workspace", workspaceDir, "--timeout", b.Timeout.String(), "--request", string(req)}
+	volumes := []corev1.Volume{
+		{Name: volWorkspace, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: volTools, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+	}
+	buildMounts := []corev1.VolumeMount{
+		{Name: volWorkspace, MountPath: workspaceDir},
+		{Name: volTools, MountPath: toolsDir, ReadOnly: true},
+	}
+	if ref := app.Spec.Build.NixConfigSecretRef; ref != nil {
+		volumes = append(volumes, corev1.Volume{Name: volNixConf, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: ref.Name,
+			Items:      []corev1.KeyToPath{{Key: secretKey(*ref), Path: "nix.conf"}},
+		}}})
+		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volNixConf, MountPath: nixConfDir, ReadOnly: true})
+		buildArgs = append(buildArgs, "--nix-conf", nixConfDir+"/nix.conf")
+	}
+
+	resources := corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("500m"),
+		corev1.ResourceMemory: resource.MustParse("1Gi"),
+	}}
+	if app.Spec.Build.Resources != nil {
+		resources = *app.Spec.Build.Resources
+	}
+
+	pushEnv := []corev1.EnvVar{{
+		Name: "HEROKU_API_KEY",
+		ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: app.Spec.CredentialsSecretRef.Name},
+			Key:                  secretKey(app.Spec.CredentialsSecretRef),
+		}},
+	}}
+	pushArgs := []string{"push", "--workspace", workspaceDir, "--app", app.Spec.AppName,
+		"--registry", images.RegistryHost, "--result", corev1.TerminationMessagePathDefault}
+
+	nonRoot := &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		RunAsUser:                ptr.To[int64](65532),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
+	job := &batchv1.Job{
+		ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: app.Namespace, Labels: labels},
+		Spec: batchv1.JobSpec{
+			BackoffLimit:            ptr.To[int32](0),
+			ActiveDeadlineSeconds:   ptr.To(int64(b.Timeout.Seconds())),
+			TTLSecondsAfterFinished: ptr.To[int32](24 * 60 * 60),
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					RestartPolicy: corev1.RestartPolicyNever,
+					// Build pods run user code: they get no API access at all.
+					AutomountServiceAccountToken: ptr.To(false),
+					EnableServiceLinks:           ptr.To(false),
+					SecurityContext:              &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+					Volumes:                      volumes,
+					InitContainers: []corev1.Container{
+						{
+							Name:            containerTools,
+							Image:           images.Tools,
+							Args:            []string{"install", toolsDir + "/manager"},
+							VolumeMounts:    []corev1.VolumeMount{{Name: volTools, MountPath: toolsDir}},
+							SecurityContext: nonRoot,
+						},
+						{
+							// Nix in a pod runs single-user as root with the
+							// sandbox off (the sandbox needs privileges pods lack).
+							Name:                     containerBuild,
+							Image:                    nixImage,
+							Command:                  []string{toolsDir + "/manager"},
+							Args:                     buildArgs,
+							VolumeMounts:             buildMounts,
+							Resources:                resources,
+							TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+							SecurityContext:          &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false)},
+						},
+					},
+					Containers: []corev1.Container{{
+						Name:                     containerPush,
+						Image:                    images.Tools,
+						Args:                     pushArgs,
+						Env:                      pushEnv,
+						VolumeMounts:             []corev1.VolumeMount{{Name: volWorkspace, MountPath: workspaceDir, ReadOnly: true}},
+						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
+							corev1.ResourceCPU:    resource.MustParse("250m"),
+							corev1.ResourceMemory: resource.MustParse("256Mi"),
+						}},
+						SecurityContext: nonRoot,
+					}},
+				},
+			},
+		},
+	}
+	return job, nil
+}
+
+// secretKey is the key of a SecretKeyRef, defaulting as the CRD does.
+func secretKey(ref herokunixv1.SecretKeyRef) string {
+	if ref.Key == "" {
+		return "apiKey"
+	}
+	return ref.Key
+}

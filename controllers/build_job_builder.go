@@ -1,0 +1,142 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// JobBuilder runs each build as a Kubernetes Job (the default builder).
+// The Heroku key reaches the Job through a secretKeyRef, never as a value.
+type JobBuilder struct {
+	Client client.Client
+	Scheme *runtime.Scheme
+	Images JobImages
+}
+
+var _ Builder = (*JobBuilder)(nil)
+
+// Ensure creates the build's Job if it does not exist and reads its outcome.
+func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, _ string) (BuildState, error) {
+	var job batchv1.Job
+	err := j.Client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: b.Name}, &job)
+	if apierrors.IsNotFound(err) {
+		desired, err := desiredBuildJob(app, b, j.Images)
+		if err != nil {
+			return BuildState{}, err
+		}
+		if err := controllerutil.SetControllerReference(app, desired, j.Scheme); err != nil {
+			return BuildState{}, fmt.Errorf("owning build job: %w", err)
+		}
+		if err := j.Client.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
+			return BuildState{}, fmt.Errorf("creating build job %s: %w", b.Name, err)
+		}
+		return BuildState{Phase: BuildRunning, Started: true}, nil
+	}
+	if err != nil {
+		return BuildState{}, fmt.Errorf("reading build job %s: %w", b.Name, err)
+	}
+	switch {
+	case jobHasCondition(&job, batchv1.JobComplete):
+		msg, err := j.terminationMessage(ctx, &job, containerPush)
+		if err != nil {
+			return BuildState{}, err
+		}
+		res, err := artifact.ParseResult([]byte(msg))
+		if err != nil {
+			return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("the push container's result is unreadable: %v", err)}, nil
+		}
+		return BuildState{Phase: BuildSucceeded, Result: res}, nil
+	case jobHasCondition(&job, batchv1.JobFailed):
+		return BuildState{Phase: BuildFailed, Message: j.failureMessage(ctx, &job)}, nil
+	}
+	return BuildState{Phase: BuildRunning}, nil
+}
+
+// PollInterval is a safety net: Job changes are watched, so this is long.
+func (j *JobBuilder) PollInterval() time.Duration { return 2 * time.Minute }
+
+// CancelOthers deletes the app's build Jobs other than keep (and their pods).
+func (j *JobBuilder) CancelOthers(ctx context.Context, app *herokunixv1.HerokuNixApp, keep string) error {
+	var jobs batchv1.JobList
+	if err := j.Client.List(ctx, &jobs, client.InNamespace(app.Namespace), client.MatchingLabels{LabelApp: app.Name, LabelManagedBy: managedBy}); err != nil {
+		return fmt.Errorf("listing build jobs: %w", err)
+	}
+	for i := range jobs.Items {
+		job := &jobs.Items[i]
+		if job.Name == keep || jobHasCondition(job, batchv1.JobComplete) || jobHasCondition(job, batchv1.JobFailed) {
+			continue
+		}
+		if err := j.Client.Delete(ctx, job, client.PropagationPolicy("Background")); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("cancelling build job %s: %w", job.Name, err)
+		}
+	}
+	return nil
+}
+
+func jobHasCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
+	for _, c := range job.Status.Conditions {
+		if c.Type == t && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
+}
+
+// jobPods lists the pods a Job made.
+func (j *JobBuilder) jobPods(ctx context.Context, job *batchv1.Job) ([]corev1.Pod, error) {
+	var pods corev1.PodList
+	if err := j.Client.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+		return nil, fmt.Errorf("listing pods of build job %s: %w", job.Name, err)
+	}
+	return pods.Items, nil
+}
+
+// terminationMessage returns what a container of the Job's pod wrote to its
+// termination message.
+func (j *JobBuilder) terminationMessage(ctx context.Context, job *batchv1.Job, container string) (string, error) {
+	pods, err := j.jobPods(ctx, job)
+	if err != nil {
+		return "", err
+	}
+	for _, pod := range pods {
+		for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+			if cs.Name == container && cs.State.Terminated != nil {
+				return cs.State.Terminated.Message, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("build job %s completed but its %s container left no termination message", job.Name, container)
+}
+
+// failureMessage explains a failed Job: the failing container's last log
+// lines (its termination message falls back to the log on error), else the
+// Job's own reason (e.g. DeadlineExceeded).
+func (j *JobBuilder) failureMessage(ctx context.Context, job *batchv1.Job) string {
+	if pods, err := j.jobPods(ctx, job); err == nil {
+		for _, pod := range pods {
+			for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+				if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+					return fmt.Sprintf("%s container exited %d: %s", cs.Name, t.ExitCode, strings.TrimSpace(t.Message))
+				}
+			}
+		}
+	}
+	for _, c := range job.Status.Conditions {
+		if c.Type == batchv1.JobFailed {
+			return fmt.Sprintf("build job failed: %s: %s", c.Reason, c.Message)
+		}
+	}
+	return "build job failed"
+}

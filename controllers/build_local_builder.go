@@ -1,0 +1,136 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/image"
+	"github.com/herokunix/herokunix/internal/nixbuild"
+	"github.com/herokunix/herokunix/internal/pipeline"
+)
+
+// LocalBuilder runs builds in the controller's own process, with the Nix
+// installed where it runs (--builder=local). It runs the same build and
+// push code as a build Job.
+type LocalBuilder struct {
+	Nix          nixbuild.Options
+	RegistryHost string
+	// InsecureRegistry talks plain HTTP to the registry (local default).
+	InsecureRegistry bool
+	// WorkDir holds one workspace per build; removed when the build ends.
+	WorkDir string
+	// Parallel bounds concurrent builds (default 1: Nix builds are heavy).
+	Parallel int
+	// Events is told when a build finishes, so its resource is reconciled.
+	Events chan<- event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
+
+	mu     sync.Mutex
+	builds map[string]*localBuild
+	slots  chan struct{}
+}
+
+type localBuild struct {
+	owner  client.ObjectKey
+	cancel context.CancelFunc
+	state  BuildState
+}
+
+var _ Builder = (*LocalBuilder)(nil)
+
+// PollInterval is long: a finished build sends an event.
+func (l *LocalBuilder) PollInterval() time.Duration { return time.Minute }
+
+// Ensure starts the build in the background if it is new.
+func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) (BuildState, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.builds == nil {
+		l.builds = map[string]*localBuild{}
+		l.slots = make(chan struct{}, max(1, l.Parallel))
+	}
+	key := app.Namespace + "/" + b.Name
+	if lb, ok := l.builds[key]; ok {
+		return lb.state, nil
+	}
+	// The build outlives this reconcile; it ends with its timeout or a cancel.
+	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
+	lb := &localBuild{owner: client.ObjectKeyFromObject(app), cancel: cancel, state: BuildState{Phase: BuildRunning}}
+	l.builds[key] = lb
+	go l.run(ctx, key, lb, app.DeepCopy(), b, apiKey)
+	return BuildState{Phase: BuildRunning, Started: true}, nil
+}
+
+func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) {
+	defer lb.cancel()
+	state := l.build(ctx, app, b, apiKey)
+	l.mu.Lock()
+	lb.state = state
+	l.mu.Unlock()
+	if l.Events != nil {
+		l.Events <- event.TypedGenericEvent[*herokunixv1.HerokuNixApp]{Object: app}
+	}
+}
+
+func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) BuildState {
+	select {
+	case l.slots <- struct{}{}:
+		defer func() { <-l.slots }()
+	case <-ctx.Done():
+		return BuildState{Phase: BuildFailed, Message: "build did not start: " + ctx.Err().Error()}
+	}
+	workspace, err := os.MkdirTemp(l.WorkDir, b.Name+"-")
+	if err != nil {
+		return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("making workspace: %v", err)}
+	}
+	defer makeWritableAndRemove(workspace)
+
+	if _, err := pipeline.Build(ctx, l.Nix, b.Request, workspace); err != nil {
+		return BuildState{Phase: BuildFailed, Message: err.Error()}
+	}
+	res, err := pipeline.Push(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
+		Remote:   []remote.Option{remote.WithAuth(&authn.Basic{Username: "_", Password: apiKey}), remote.WithContext(ctx)},
+		Insecure: l.InsecureRegistry,
+		TempDir:  workspace,
+	})
+	if err != nil {
+		return BuildState{Phase: BuildFailed, Message: err.Error()}
+	}
+	return BuildState{Phase: BuildSucceeded, Result: res}
+}
+
+// CancelOthers cancels the app's running builds other than keep, and
+// forgets finished ones (their outcome is on the resource's status).
+func (l *LocalBuilder) CancelOthers(_ context.Context, app *herokunixv1.HerokuNixApp, keep string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	owner := client.ObjectKeyFromObject(app)
+	for key, lb := range l.builds {
+		if lb.owner == owner && key != app.Namespace+"/"+keep {
+			lb.cancel()
+			delete(l.builds, key)
+		}
+	}
+	return nil
+}
+
+// makeWritableAndRemove deletes a workspace; store paths copied into it are
+// read-only, so directories are made writable first.
+func makeWritableAndRemove(dir string) {
+	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			_ = os.Chmod(path, 0o755)
+		}
+		return nil
+	})
+	_ = os.RemoveAll(dir)
+}

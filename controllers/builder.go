@@ -1,0 +1,40 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// BuildPhase is where a build is.
+type BuildPhase string
+
+const (
+	BuildRunning   BuildPhase = "Running"
+	BuildSucceeded BuildPhase = "Succeeded"
+	BuildFailed    BuildPhase = "Failed"
+)
+
+// BuildState is what a builder knows of one build.
+type BuildState struct {
+	Phase BuildPhase
+	// Result is set when the build succeeded.
+	Result *artifact.Result
+	// Message is the end of the build's log when it failed.
+	Message string
+	// Started reports that this call started the build.
+	Started bool
+}
+
+// Builder runs builds. Ensure never blocks on a build: it starts the build
+// if none of that name exists and reports where it is.
+type Builder interface {
+	Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) (BuildState, error)
+	// CancelOthers stops every build of app except the named one.
+	CancelOthers(ctx context.Context, app *herokunixv1.HerokuNixApp, keep string) error
+	// PollInterval is how soon to look at a running build again when no
+	// event will say it finished.
+	PollInterval() time.Duration
+}

@@ -1,0 +1,111 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// DesiredBuild is the build the spec asks for now.
+type DesiredBuild struct {
+	// Name identifies the build (and names its Job).
+	Name string
+	// SpecHash fingerprints the spec's build inputs; it changes only when the
+	// user changes what is built.
+	SpecHash string
+	Request  artifact.BuildRequest
+	Timeout  time.Duration
+	// Refresh is true for a re-resolution of a moving ref whose last build
+	// is older than the interval.
+	Refresh bool
+}
+
+const defaultBuildTimeout = 30 * time.Minute
+
+// desiredBuild decides which build should exist. It is a pure function of
+// the spec, the last build recorded in status, and the time. forceRefresh
+// (a reconcile-now request) re-resolves a moving ref before the interval.
+func desiredBuild(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) DesiredBuild {
+	req := artifact.BuildRequest{
+		Flake:             app.Spec.Flake,
+		Processes:         map[string]artifact.BuildProcess{},
+		Substituters:      app.Spec.Build.Substituters,
+		TrustedPublicKeys: app.Spec.Build.TrustedPublicKeys,
+	}
+	for name, p := range app.Spec.Processes {
+		req.Processes[name] = artifact.BuildProcess{Attribute: p.Attribute, Command: p.Command, Kind: p.Kind}
+	}
+	timeout := defaultBuildTimeout
+	if app.Spec.Build.Timeout != nil {
+		timeout = app.Spec.Build.Timeout.Duration
+	}
+	specHash := hashOf(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
+
+	d := DesiredBuild{SpecHash: specHash, Request: req, Timeout: timeout}
+	d.Name = buildName(app.Name, specHash)
+
+	last := app.Status.Build
+	if last != nil && last.Hash == specHash && last.CompletionTime != nil && app.Status.Revision != "" &&
+		isMovingRef(app.Spec.Flake) && (forceRefresh || now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()) {
+		d.Refresh = true
+		d.Request.SkipIfRevision = app.Status.Revision
+		// The completion time makes each refresh a build of its own, so a
+		// refresh that found nothing new is not mistaken for the next one.
+		d.Name = buildName(app.Name, hashOf(specHash, last.CompletionTime.UTC().Format(time.RFC3339)))
+	}
+	return d
+}
+
+// hashOf fingerprints values through their JSON form (maps are sorted).
+func hashOf(vs ...any) string {
+	h := sha256.New()
+	for _, v := range vs {
+		b, _ := json.Marshal(v) // only plain data is hashed; Marshal cannot fail on it
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// buildName is "<resource>-<hash10>", cut so it stays a valid Job name (63
+// characters, with room for the pod suffix Kubernetes adds).
+func buildName(resource, hash string) string {
+	const maxPrefix = 52 - 11
+	prefix := strings.TrimRight(resource[:min(len(resource), maxPrefix)], "-.")
+	return prefix + "-" + hash[:10]
+}
+
+var (
+	hexRev      = regexp.MustCompile(`^[0-9a-f]{40}$`)
+	revParam    = regexp.MustCompile(`[?&](rev|narHash)=`)
+	pathLikeRef = regexp.MustCompile(`^(path:|/|\./|\.\./)`)
+)
+
+// isMovingRef reports whether a flake ref can lock to a different revision
+// tomorrow: it names no rev and is not a local path.
+func isMovingRef(ref string) bool {
+	if revParam.MatchString(ref) || pathLikeRef.MatchString(ref) {
+		return false
+	}
+	// github:owner/repo/<40-hex rev>
+	base, _, _ := strings.Cut(ref, "?")
+	parts := strings.Split(base, "/")
+	return !hexRev.MatchString(parts[len(parts)-1])
+}
+
+// sortedKeys returns m's keys in order, for deterministic output.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

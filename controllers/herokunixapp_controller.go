@@ -1,0 +1,254 @@
+// Package controllers holds the HerokuNixApp reconciler.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+)
+
+// HerokuNixAppReconciler deploys HerokuNixApps: build the flake, push the
+// images, release them on Heroku, report on status.
+type HerokuNixAppReconciler struct {
+	client.Client
+	Scheme   *runtime.Scheme
+	Recorder events.EventRecorder
+	Builder  Builder
+	Heroku   *HerokuClients
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// DeletionGracePeriod bounds how long a deletion waits for what
+	// ScaleToZero needs (credentials, Heroku) before letting go.
+	DeletionGracePeriod time.Duration
+	// ReleasePollInterval is how often a pending release is looked at.
+	ReleasePollInterval time.Duration
+}
+
+// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps/finalizers,verbs=update
+// +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// pass carries what one reconcile pass learnt from step to step.
+type pass struct {
+	app    *herokunixv1.HerokuNixApp
+	now    time.Time
+	apiKey string
+	heroku HerokuAPI
+	// wait, when set, ends the pass early: something is in progress.
+	wait *wait
+	// suspended ends the pass with nothing in progress and nothing wrong.
+	suspended bool
+	// deleted is set once the finalizer is gone: there is no status to patch.
+	deleted bool
+	// forceRefresh asks for a re-resolution of a moving ref now.
+	forceRefresh bool
+	// drift, when set, says Heroku runs a release this resource did not make
+	// and the resource only observes (driftPolicy: Observe).
+	drift string
+}
+
+// wait says what the pass is waiting for and when to look again (zero:
+// a watch event will come).
+type wait struct {
+	Reason  string
+	Message string
+	After   time.Duration
+}
+
+// step is one named part of a pass. It returns an error to end the pass
+// (a *stepError carries the reason), or sets p.wait / p.suspended to end
+// it early; else the next step runs.
+type step func(ctx context.Context, p *pass) error
+
+// Reconcile runs the steps in order and patches status once at the end.
+func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	app := &herokunixv1.HerokuNixApp{}
+	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	before := app.DeepCopy()
+	p := &pass{app: app, now: r.now()}
+
+	defer func() {
+		if p.deleted {
+			return
+		}
+		res, retErr = r.summarize(ctx, p, before, retErr)
+	}()
+
+	for _, s := range []step{
+		r.reconcileDeletion,
+		r.reconcileFinalizer,
+		r.reconcileSuspend,
+		r.reconcileRequest,
+		r.reconcileConflict,
+		r.reconcileCredentials,
+		r.reconcileBuild,
+		r.reconcileRelease,
+		r.reconcileFormation,
+	} {
+		if err := s(ctx, p); err != nil {
+			return ctrl.Result{}, err
+		}
+		if p.wait != nil || p.suspended || p.deleted {
+			return ctrl.Result{}, nil
+		}
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *HerokuNixAppReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// summarize computes Ready, Reconciling and Stalled from how the pass
+// ended, patches status once, emits an event when Ready changed, and
+// decides when to look again.
+func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before *herokunixv1.HerokuNixApp, err error) (ctrl.Result, error) {
+	app := p.app
+	var res ctrl.Result
+	var se *stepError
+	switch {
+	case errors.As(err, &se) && se.Stalling:
+		markStalled(app, se.Reason, se.Error())
+		err = nil
+	case errors.As(err, &se):
+		markReconciling(app, se.Reason, "retrying: "+se.Error())
+		if se.RetryAfter > 0 {
+			res.RequeueAfter, err = se.RetryAfter, nil
+		}
+	case err != nil:
+		markReconciling(app, herokunixv1.ReasonProgressing, "retrying: "+err.Error())
+	case p.suspended:
+		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
+		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
+		setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended,
+			"reconciliation is suspended; Heroku keeps running what it runs")
+	case p.wait != nil:
+		markReconciling(app, p.wait.Reason, p.wait.Message)
+		res.RequeueAfter = p.wait.After
+	default:
+		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
+		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
+		if p.drift != "" {
+			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonDriftDetected, p.drift)
+		} else {
+			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
+		}
+		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
+	}
+	app.Status.ObservedGeneration = app.Generation
+
+	r.eventOnReadyChange(before, app)
+	if perr := r.Status().Patch(ctx, app, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+		return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
+	}
+	if err != nil {
+		log.FromContext(ctx).Info("reconcile will be retried", "reason", reasonOf(err), "error", err.Error())
+	}
+	return res, err
+}
+
+func reasonOf(err error) string {
+	var se *stepError
+	if errors.As(err, &se) {
+		return se.Reason
+	}
+	return herokunixv1.ReasonProgressing
+}
+
+// jitter spreads resyncs of many resources over ±10% of the interval, so
+// they do not spend the Heroku budget in bursts.
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		d = 10 * time.Minute
+	}
+	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+func readyMessage(app *herokunixv1.HerokuNixApp) string {
+	msg := "deployed"
+	if rel := app.Status.Release; rel != nil {
+		msg = fmt.Sprintf("release %s of %s runs %s", rel.Name, app.Spec.AppName, app.Status.ShortRevision)
+		if app.Status.ShortRevision == "" {
+			msg = fmt.Sprintf("release %s of %s runs %s", rel.Name, app.Spec.AppName, app.Status.LockedFlake)
+		}
+	}
+	return msg
+}
+
+// eventOnReadyChange records an event when Ready's status or reason changed,
+// so `kubectl describe` tells the story of a deploy without repeating it.
+func (r *HerokuNixAppReconciler) eventOnReadyChange(before, after *herokunixv1.HerokuNixApp) {
+	if r.Recorder == nil {
+		return
+	}
+	old := meta.FindStatusCondition(before.Status.Conditions, herokunixv1.ConditionReady)
+	cur := meta.FindStatusCondition(after.Status.Conditions, herokunixv1.ConditionReady)
+	if cur == nil || (old != nil && old.Status == cur.Status && old.Reason == cur.Reason) {
+		return
+	}
+	typ := corev1.EventTypeNormal
+	if cur.Status == metav1.ConditionFalse && isFailureReason(cur.Reason) {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(after, nil, typ, cur.Reason, "Reconcile", "%s", cur.Message)
+}
+
+func isFailureReason(reason string) bool {
+	switch reason {
+	case herokunixv1.ReasonBuildRunning, herokunixv1.ReasonReleasePending, herokunixv1.ReasonProgressing,
+		herokunixv1.ReasonSuspended, herokunixv1.ReasonDeleting:
+		return false
+	}
+	return true
+}
+
+func setCondition(app *herokunixv1.HerokuNixApp, typ string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&app.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: truncate(msg, 1024), ObservedGeneration: app.Generation,
+	})
+}
+
+// markStalled: nothing will progress until something changes (kstatus).
+func markStalled(app *herokunixv1.HerokuNixApp, reason, msg string) {
+	meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
+	setCondition(app, herokunixv1.ConditionStalled, metav1.ConditionTrue, reason, msg)
+	setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+}
+
+// markReconciling: work is in progress or being retried (kstatus).
+func markReconciling(app *herokunixv1.HerokuNixApp, reason, msg string) {
+	meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
+	setCondition(app, herokunixv1.ConditionReconciling, metav1.ConditionTrue, reason, msg)
+	setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, reason, msg)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n+len("…"):]
+}

@@ -1,0 +1,200 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/heroku"
+)
+
+const defaultReleasePoll = 10 * time.Second
+
+// reconcileRelease makes Heroku run the built images. It releases only
+// when the release this resource made does not carry them, follows a
+// pending release (release phase) by requeueing, and on a resync spends
+// exactly one Heroku read: the current release, to detect drift. Sets
+// Released; records the release and the web URL on status.
+func (r *HerokuNixAppReconciler) reconcileRelease(ctx context.Context, p *pass) error {
+	app := p.app
+	want := builtImageIDs(app)
+	rel := app.Status.Release
+	if rel == nil || !maps.Equal(rel.Images, want) {
+		return r.release(ctx, p, want)
+	}
+	switch rel.Status {
+	case heroku.ReleasePending:
+		return r.followRelease(ctx, p)
+	case heroku.ReleaseFailed:
+		return releasePhaseFailed(app)
+	}
+	return r.checkDrift(ctx, p, want)
+}
+
+// builtImageIDs are the image IDs (config digests) Heroku should run.
+func builtImageIDs(app *herokunixv1.HerokuNixApp) map[string]string {
+	ids := make(map[string]string, len(app.Status.Images))
+	for name, img := range app.Status.Images {
+		ids[name] = img.ImageID
+	}
+	return ids
+}
+
+// release checks the app (it must use the container stack) and releases
+// every process type's image in one docker-releases formation update.
+func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images map[string]string) error {
+	app := p.app
+	info, err := p.heroku.App(ctx, app.Spec.AppName)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading Heroku app "+app.Spec.AppName, err))
+	}
+	app.Status.WebURL = info.WebURL
+
+	rel, released, err := p.heroku.ReleaseImages(ctx, app.Spec.AppName, images)
+	if err != nil {
+		return r.releaseError(app, herokuError("releasing images", err))
+	}
+	if !released {
+		return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed,
+			Err: fmt.Errorf("Heroku accepted the images but made no new release (latest is v%d)", rel.Version), RetryAfter: time.Minute})
+	}
+	app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: images}
+	r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
+	return r.releaseStatus(p)
+}
+
+// followRelease looks at a pending release once.
+func (r *HerokuNixAppReconciler) followRelease(ctx context.Context, p *pass) error {
+	app := p.app
+	rel, err := p.heroku.Release(ctx, app.Spec.AppName, app.Status.Release.ID)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading release "+app.Status.Release.Name, err))
+	}
+	app.Status.Release.Status = rel.Status
+	return r.releaseStatus(p)
+}
+
+// releaseStatus turns the release's status into conditions.
+func (r *HerokuNixAppReconciler) releaseStatus(p *pass) error {
+	app := p.app
+	rel := app.Status.Release
+	switch rel.Status {
+	case heroku.ReleasePending:
+		msg := fmt.Sprintf("release %s is running its release phase", rel.Name)
+		setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending, msg)
+		p.wait = &wait{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
+		return nil
+	case heroku.ReleaseFailed:
+		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonReleasePhaseFailed, "Release", "release %s failed its release phase", rel.Name)
+		return releasePhaseFailed(app)
+	}
+	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionTrue, herokunixv1.ReasonReleased,
+		fmt.Sprintf("release %s of %s succeeded", rel.Name, app.Spec.AppName))
+	return nil
+}
+
+// releasePhaseFailed stalls: Heroku keeps the previous release running, and
+// releasing the same images again would fail the same way.
+func releasePhaseFailed(app *herokunixv1.HerokuNixApp) error {
+	msg := fmt.Sprintf("release %s failed its release phase; Heroku keeps running the previous release", app.Status.Release.Name)
+	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePhaseFailed, msg)
+	return stalled(herokunixv1.ReasonReleasePhaseFailed, "%s", msg)
+}
+
+// releaseError records a failed Heroku call on Released and passes it on.
+func (r *HerokuNixAppReconciler) releaseError(app *herokunixv1.HerokuNixApp, err *stepError) error {
+	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, err.Reason, err.Error())
+	return err
+}
+
+// checkDrift compares Heroku's latest release with the one this resource
+// made. Someone else released: correct it (release again) or, with
+// driftPolicy Observe, report it.
+func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
+	app := p.app
+	cur, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading the current release", err))
+	}
+	if cur == nil || cur.ID == app.Status.Release.ID {
+		return nil
+	}
+	msg := fmt.Sprintf("Heroku runs %s, which this resource did not make (it made %s)", releaseName(cur.Version), app.Status.Release.Name)
+	if app.Spec.DriftPolicy == herokunixv1.DriftPolicyObserve {
+		if p.drift == "" {
+			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Observe", "%s", msg)
+		}
+		p.drift = msg
+		return nil
+	}
+	r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct", "%s; releasing the built images again", msg)
+	return r.release(ctx, p, want)
+}
+
+func releaseName(version int) string { return fmt.Sprintf("v%d", version) }
+
+func (r *HerokuNixAppReconciler) releasePoll() time.Duration {
+	if r.ReleasePollInterval > 0 {
+		return r.ReleasePollInterval
+	}
+	return defaultReleasePoll
+}
+
+// desiredFormation is the quantity and size the spec sets per process type
+// (the release phase is not a formation).
+func desiredFormation(app *herokunixv1.HerokuNixApp) []heroku.Formation {
+	var out []heroku.Formation
+	for _, name := range sortedKeys(app.Spec.Processes) {
+		proc := app.Spec.Processes[name]
+		if name == "release" || (proc.Quantity == nil && proc.Size == "") {
+			continue
+		}
+		f := heroku.Formation{Type: name, Quantity: -1, Size: proc.Size}
+		if proc.Quantity != nil {
+			f.Quantity = int(*proc.Quantity)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// reconcileFormation applies quantities and sizes after a successful
+// release, only when they differ from what was last applied.
+func (r *HerokuNixAppReconciler) reconcileFormation(ctx context.Context, p *pass) error {
+	app := p.app
+	want := desiredFormation(app)
+	fp := hashOf(want)
+	if fp == app.Status.AppliedFormation || p.drift != "" {
+		return nil
+	}
+	if len(want) > 0 {
+		if err := p.heroku.ScaleFormation(ctx, app.Spec.AppName, want); err != nil {
+			return herokuError("scaling formation", err)
+		}
+		r.event(app, corev1.EventTypeNormal, "Scaled", "Scale", "formation of %s set to %s", app.Spec.AppName, formationSummary(want))
+	}
+	app.Status.AppliedFormation = fp
+	return nil
+}
+
+func formationSummary(fs []heroku.Formation) string {
+	s := ""
+	for i, f := range fs {
+		if i > 0 {
+			s += ", "
+		}
+		s += f.Type + "="
+		if f.Quantity >= 0 {
+			s += fmt.Sprint(f.Quantity)
+		}
+		if f.Size != "" {
+			s += ":" + f.Size
+		}
+	}
+	return s
+}

@@ -1,0 +1,95 @@
+package controllers
+
+import (
+	"context"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+)
+
+// Field indexes.
+const (
+	indexAppName    = "spec.appName"
+	indexSecretName = "spec.credentialsSecretRef.name"
+)
+
+// Options tune the controller.
+type Options struct {
+	MaxConcurrentReconciles int
+	// BuildEvents, when set, carries "a build of this resource finished"
+	// from an in-process builder.
+	BuildEvents <-chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
+}
+
+// SetupWithManager registers the reconciler, its indexes and its watches.
+func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts Options) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &herokunixv1.HerokuNixApp{}, indexAppName, func(o client.Object) []string {
+		return []string{o.(*herokunixv1.HerokuNixApp).Spec.AppName}
+	}); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &herokunixv1.HerokuNixApp{}, indexSecretName, func(o client.Object) []string {
+		return []string{o.(*herokunixv1.HerokuNixApp).Spec.CredentialsSecretRef.Name}
+	}); err != nil {
+		return err
+	}
+
+	b := ctrl.NewControllerManagedBy(mgr).
+		For(&herokunixv1.HerokuNixApp{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&batchv1.Job{}).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.appsUsingSecret)).
+		// A deleted or renamed owner of a Heroku app frees it for the next.
+		Watches(&herokunixv1.HerokuNixApp{}, handler.EnqueueRequestsFromMapFunc(r.appsSharingHerokuApp),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				UpdateFunc:  func(e event.UpdateEvent) bool { return e.ObjectNew.GetDeletionTimestamp() != nil },
+				DeleteFunc:  func(event.DeleteEvent) bool { return true },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(1, opts.MaxConcurrentReconciles)})
+	if opts.BuildEvents != nil {
+		b = b.WatchesRawSource(source.Channel(opts.BuildEvents, &handler.TypedEnqueueRequestForObject[*herokunixv1.HerokuNixApp]{}))
+	}
+	return b.Complete(r)
+}
+
+// appsUsingSecret maps a Secret to the resources whose credentials it holds.
+func (r *HerokuNixAppReconciler) appsUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
+	var apps herokunixv1.HerokuNixAppList
+	if err := r.List(ctx, &apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSecretName: o.GetName()}); err != nil {
+		return nil
+	}
+	return requestsFor(apps.Items, "")
+}
+
+// appsSharingHerokuApp maps a resource to the others naming its Heroku app.
+func (r *HerokuNixAppReconciler) appsSharingHerokuApp(ctx context.Context, o client.Object) []reconcile.Request {
+	var apps herokunixv1.HerokuNixAppList
+	if err := r.List(ctx, &apps, client.MatchingFields{indexAppName: o.(*herokunixv1.HerokuNixApp).Spec.AppName}); err != nil {
+		return nil
+	}
+	return requestsFor(apps.Items, string(o.GetUID()))
+}
+
+func requestsFor(apps []herokunixv1.HerokuNixApp, skipUID string) []reconcile.Request {
+	reqs := make([]reconcile.Request, 0, len(apps))
+	for _, a := range apps {
+		if string(a.UID) != skipUID {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&a)})
+		}
+	}
+	return reqs
+}

@@ -1,0 +1,193 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+)
+
+// reconcileFinalizer adds the finalizer that lets deletion apply the
+// deletion policy. It patches metadata only.
+func (r *HerokuNixAppReconciler) reconcileFinalizer(ctx context.Context, p *pass) error {
+	if controllerutil.ContainsFinalizer(p.app, herokunixv1.Finalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(p.app.DeepCopy())
+	controllerutil.AddFinalizer(p.app, herokunixv1.Finalizer)
+	if err := r.Patch(ctx, p.app, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// reconcileSuspend ends the pass when spec.suspend is set; Heroku is left
+// as it is and no build runs.
+func (r *HerokuNixAppReconciler) reconcileSuspend(_ context.Context, p *pass) error {
+	p.suspended = p.app.Spec.Suspend
+	return nil
+}
+
+// reconcileRequest handles the reconcile-now annotation: a new value forces
+// a re-resolution of a moving ref, and is recorded as handled.
+func (r *HerokuNixAppReconciler) reconcileRequest(_ context.Context, p *pass) error {
+	if v, ok := p.app.Annotations[herokunixv1.ReconcileRequestAnnotation]; ok && v != p.app.Status.LastHandledReconcileAt {
+		p.forceRefresh = true
+		p.app.Status.LastHandledReconcileAt = v
+	}
+	return nil
+}
+
+// reconcileConflict stalls this resource when an older one deploys to the
+// same Heroku app: two writers of one app would undo each other's releases.
+func (r *HerokuNixAppReconciler) reconcileConflict(ctx context.Context, p *pass) error {
+	var same herokunixv1.HerokuNixAppList
+	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: p.app.Spec.AppName}); err != nil {
+		return fmt.Errorf("listing resources for app %s: %w", p.app.Spec.AppName, err)
+	}
+	if owner := oldest(same.Items); owner != nil && owner.UID != p.app.UID {
+		return stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is already deployed by HerokuNixApp %s/%s; delete one of them",
+			p.app.Spec.AppName, owner.Namespace, owner.Name)
+	}
+	return nil
+}
+
+// oldest picks the resource that owns an app: the first created (ties by
+// namespace/name), ignoring ones being deleted.
+func oldest(apps []herokunixv1.HerokuNixApp) *herokunixv1.HerokuNixApp {
+	live := make([]*herokunixv1.HerokuNixApp, 0, len(apps))
+	for i := range apps {
+		if apps[i].DeletionTimestamp == nil {
+			live = append(live, &apps[i])
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	sort.Slice(live, func(i, j int) bool {
+		a, b := live[i], live[j]
+		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
+			return a.CreationTimestamp.Before(&b.CreationTimestamp)
+		}
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
+	return live[0]
+}
+
+// reconcileCredentials reads the Heroku API key from the referenced Secret
+// and picks the account's client. A missing Secret or key stalls until the
+// Secret changes (Secrets are watched).
+func (r *HerokuNixAppReconciler) reconcileCredentials(ctx context.Context, p *pass) error {
+	key, err := r.apiKey(ctx, p.app)
+	if err != nil {
+		return err
+	}
+	hk, err := r.Heroku.For(key)
+	if err != nil {
+		return fmt.Errorf("making Heroku client: %w", err)
+	}
+	p.apiKey, p.heroku = key, hk
+	return nil
+}
+
+func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.HerokuNixApp) (string, error) {
+	ref := app.Spec.CredentialsSecretRef
+	var secret corev1.Secret
+	err := r.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
+	if apierrors.IsNotFound(err) {
+		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", app.Namespace, ref.Name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading Secret %s: %w", ref.Name, err)
+	}
+	key := string(secret.Data[secretKey(ref)])
+	if key == "" {
+		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s has no key %q", app.Namespace, ref.Name, secretKey(ref))
+	}
+	return key, nil
+}
+
+// reconcileBuild makes sure the images for the spec exist. A build of the
+// same inputs is never run twice: its name is a hash of them. A refresh of
+// a moving ref runs in the background while the current images stay
+// deployed. Sets Built; records the build, revision and images on status.
+func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) error {
+	app := p.app
+	want := desiredBuild(app, p.now, p.forceRefresh)
+	last := app.Status.Build
+	if last != nil && last.Job == want.Name && last.CompletionTime != nil {
+		if last.Message != "" {
+			return r.buildFailed(p, want, last.Message)
+		}
+		return nil
+	}
+
+	state, err := r.Builder.Ensure(ctx, app, want, p.apiKey)
+	if err != nil {
+		return fmt.Errorf("ensuring build %s: %w", want.Name, err)
+	}
+	if err := r.Builder.CancelOthers(ctx, app, want.Name); err != nil {
+		return err
+	}
+	if last == nil || last.Job != want.Name {
+		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}}
+	}
+	if state.Started {
+		r.event(app, corev1.EventTypeNormal, "BuildStarted", "Build", "building %s (%s)", app.Spec.Flake, want.Name)
+	}
+
+	switch state.Phase {
+	case BuildRunning:
+		if want.Refresh && len(app.Status.Images) > 0 {
+			return nil // keep serving the deployed images while the refresh runs
+		}
+		setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildRunning, "building "+app.Spec.Flake)
+		p.wait = &wait{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
+		return nil
+	case BuildFailed:
+		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+		app.Status.Build.Message = truncate(state.Message, 2048)
+		return r.buildFailed(p, want, state.Message)
+	}
+
+	res := state.Result
+	app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+	app.Status.Build.Message = ""
+	if !res.Unchanged {
+		app.Status.Revision = res.Revision
+		app.Status.ShortRevision = res.Revision[:min(12, len(res.Revision))]
+		app.Status.LockedFlake = res.LockedFlake
+		app.Status.Images = map[string]herokunixv1.ImageStatus{}
+		for name, img := range res.Images {
+			app.Status.Images[name] = herokunixv1.ImageStatus{ImageID: img.ImageID, Digest: img.Digest}
+		}
+		r.event(app, corev1.EventTypeNormal, herokunixv1.ReasonBuildSucceeded, "Build", "built %s", res.LockedFlake)
+	}
+	setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionTrue, herokunixv1.ReasonBuildSucceeded, "built "+app.Status.LockedFlake)
+	return nil
+}
+
+// buildFailed reports a failed build. The same build is not retried (it
+// would fail the same way) until the spec changes; a failed refresh of a
+// moving ref is tried again after the interval.
+func (r *HerokuNixAppReconciler) buildFailed(p *pass, want DesiredBuild, msg string) error {
+	setCondition(p.app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildFailed, msg)
+	err := fmt.Errorf("build %s failed; the running Heroku release is untouched: %s", want.Name, msg)
+	if want.Refresh {
+		return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, RetryAfter: jitter(p.app.Spec.IntervalDuration())}
+	}
+	return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, Stalling: true}
+}
+
+func (r *HerokuNixAppReconciler) event(app *herokunixv1.HerokuNixApp, typ, reason, action, format string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(app, nil, typ, reason, action, format, args...)
+	}
+}

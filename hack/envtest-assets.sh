@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Builds kube-apiserver and etcd for controller-runtime's envtest from Go
+# module sources, because setup-envtest's prebuilt tarballs need internet we
+# don't have; only the Go module proxy is reachable.
+#
+#   export KUBEBUILDER_ASSETS="$(hack/envtest-assets.sh)"
+#
+# stdout carries only the assets directory so the line above works; all
+# progress goes to stderr. Versions can be overridden via the environment.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-1.37.2}"   # matches k8s.io/* v0.37.x pinned by controller-runtime v0.25
+ETCD_VERSION="${ETCD_VERSION:-3.7.3}"  # k8s 1.37 is built against etcd 3.7.x
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+out="$root/bin/k8s/$K8S_VERSION"
+build="$root/bin/.build"
+log() { echo "envtest-assets: $*" >&2; }
+
+if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
+  log "reusing cached binaries in $out"
+  echo "$out"
+  exit 0
+fi
+mkdir -p "$out"
+
+# A go.work elsewhere must not pull these throwaway modules into a workspace;
+# static binaries keep the cache usable regardless of the host's libc.
+export GOWORK=off CGO_ENABLED=0
+
+# Compile into a temp name and rename, so an interrupted run never leaves a
+# half-written binary that the cache check above would trust.
+gobuild() { # <module dir> <output name> <package> [go build args...]
+  local dir=$1 name=$2 pkg=$3; shift 3
+  log "building $name (this takes several minutes the first time)"
+  # -mod=mod lets go fill in go.sum/indirect requirements of the generated module.
+  (cd "$dir" && go build -mod=mod -trimpath "$@" -o "$out/.$name.tmp" "$pkg")
+  mv -f "$out/.$name.tmp" "$out/$name"
+}
+
+if [[ ! -x "$out/kube-apiserver" ]]; then
+  dir="$build/kube-apiserver-$K8S_VERSION"
+  mkdir -p "$dir"
+  echo "module envtest/kubeapiserver" >"$dir/go.mod"
+  log "downloading k8s.io/kubernetes@v$K8S_VERSION"
+  gomod="$(cd "$dir" && go mod download -json "k8s.io/kubernetes@v$K8S_VERSION" |
+    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+  [[ -f "$gomod" ]] || { log "could not locate go.mod of k8s.io/kubernetes@v$K8S_VERSION"; exit 1; }
+  # k8s.io/kubernetes requires its staging repos at v0.0.0 and points them at
+  # ./staging via replace, which is ignored outside its own repo; map them to
+  # the published v0.<minor>.<patch> tags instead.
+  staging_version="v0.${K8S_VERSION#*.}"
+  {
+    echo "module envtest/kubeapiserver"
+    grep -E '^(go|godebug) ' "$gomod"  # keep upstream's language/runtime defaults
+    echo "require k8s.io/kubernetes v$K8S_VERSION"
+    awk '/^require[[:space:]]*\(/{r=1; next} r && /^\)/{r=0}
+         r && $1 ~ /^k8s\.io\// && $2 == "v0.0.0" {print $1}' "$gomod" |
+      while read -r m; do echo "replace $m => $m $staging_version"; done
+  } >"$dir/go.mod.new"
+  mv -f "$dir/go.mod.new" "$dir/go.mod"
+  # Without these, /version reports v0.0.0-master and envtest/clients that
+  # gate on the server version misbehave.
+  minor="${K8S_VERSION#*.}"; minor="${minor%%.*}"
+  ldflags=""
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=${K8S_VERSION%%.*}"
+    ldflags+=" -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+  done
+  gobuild "$dir" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver -ldflags "-s -w$ldflags"
+fi
+
+if [[ ! -x "$out/etcd" ]]; then
+  dir="$build/etcd-$ETCD_VERSION"
+  mkdir -p "$dir"
+  # etcd's own main lives in go.etcd.io/etcd/server/v3 but its go.mod relies on
+  # local replaces, so wrap etcdmain in a module we control instead.
+  printf 'module envtest/etcd\n\ngo 1.25.0\n\nrequire go.etcd.io/etcd/server/v3 v%s\n' \
+    "$ETCD_VERSION" >"$dir/go.mod"
+  cat >"$dir/main.go" <<'EOF'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+EOF
+  gobuild "$dir" etcd . -ldflags "-s -w"
+fi
+
+log "binaries ready in $out"
+echo "$out"

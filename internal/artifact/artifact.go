@@ -1,0 +1,198 @@
+// Package artifact holds the two small documents that cross process
+// boundaries during a build: the Manifest that `manager build` leaves in the
+// shared workspace for `manager push`, and the Result that `manager push`
+// writes to its termination message for the controller to read.
+//
+// Both are untrusted when read back (they come from a pod that ran user
+// code), so the readers validate what they parse.
+package artifact
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// ManifestFile is the name of the manifest inside a workspace directory.
+const ManifestFile = "build.json"
+
+// StoreRoot is the directory inside a workspace that holds copied closures
+// (`nix copy --to local?root=<workspace>/root`), so store paths live at
+// <workspace>/root/nix/store/….
+const StoreRoot = "root"
+
+// Kind says what a flake output is and so how it becomes an image.
+type Kind string
+
+const (
+	// KindDockerArchive is a docker-archive tarball (plain or gzip), as made by
+	// dockerTools.buildImage/buildLayeredImage, or the output of a
+	// streamLayeredImage script after it was run to a file.
+	KindDockerArchive Kind = "docker-archive"
+	// KindNix2Container is nix2container's image JSON; its layers are made
+	// from store paths copied into the workspace.
+	KindNix2Container Kind = "nix2container"
+	// KindClosure is any other package: one layer per store path.
+	KindClosure Kind = "closure"
+)
+
+// StorePath is one path of a closure with its NAR size (from `nix path-info`).
+type StorePath struct {
+	Path    string `json:"path"`
+	NarSize int64  `json:"narSize"`
+}
+
+// ProcessOutput is what the build exported for one Heroku process type.
+type ProcessOutput struct {
+	// Attribute is the flake attribute that was built.
+	Attribute string `json:"attribute"`
+	Kind      Kind   `json:"kind"`
+	// OutPath is the store path `nix build` produced.
+	OutPath string `json:"outPath"`
+	// Archive is a docker-archive file, relative to the workspace (KindDockerArchive).
+	Archive string `json:"archive,omitempty"`
+	// Nix2ContainerJSON is the image JSON file, relative to the workspace (KindNix2Container).
+	Nix2ContainerJSON string `json:"nix2containerJSON,omitempty"`
+	// Closure lists the store paths copied under StoreRoot (KindClosure and KindNix2Container).
+	Closure []StorePath `json:"closure,omitempty"`
+	// Command is the process's entrypoint for closure mode (spec.processes[].command).
+	Command []string `json:"command,omitempty"`
+}
+
+// Manifest is what `manager build` hands to `manager push`.
+type Manifest struct {
+	Revision    string                   `json:"revision,omitempty"`
+	LockedFlake string                   `json:"lockedFlake"`
+	Processes   map[string]ProcessOutput `json:"processes"`
+	// Unchanged reports a refresh that found the flake still locked to the
+	// revision already deployed: nothing was built and nothing is pushed.
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+// WriteManifest writes m into the workspace directory.
+func WriteManifest(workspace string, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding build manifest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(workspace, ManifestFile), b, 0o644); err != nil {
+		return fmt.Errorf("writing build manifest: %w", err)
+	}
+	return nil
+}
+
+// ReadManifest reads and validates the manifest in a workspace directory.
+func ReadManifest(workspace string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(workspace, ManifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("reading build manifest: %w", err)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("parsing build manifest: %w", err)
+	}
+	if len(m.Processes) == 0 && !m.Unchanged {
+		return nil, errors.New("build manifest lists no processes")
+	}
+	for name, p := range m.Processes {
+		for _, rel := range []string{p.Archive, p.Nix2ContainerJSON} {
+			if rel != "" && !filepath.IsLocal(rel) {
+				return nil, fmt.Errorf("build manifest: process %q names a file outside the workspace: %q", name, rel)
+			}
+		}
+		for _, sp := range p.Closure {
+			if !IsStorePath(sp.Path) {
+				return nil, fmt.Errorf("build manifest: process %q lists %q, which is not a store path", name, sp.Path)
+			}
+		}
+	}
+	return &m, nil
+}
+
+var storePathRE = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$`)
+
+// IsStorePath reports whether p is a top-level Nix store path (no subpath).
+func IsStorePath(p string) bool { return storePathRE.MatchString(p) && !strings.Contains(p, "/../") }
+
+// Image identifies one pushed image. ImageID is the config digest, which is
+// what Heroku's docker-releases API wants; Digest is the manifest digest.
+type Image struct {
+	ImageID string `json:"imageID"`
+	Digest  string `json:"digest"`
+}
+
+// Result is what `manager push` reports (as the push container's
+// termination message, which Kubernetes caps at 4 KiB).
+type Result struct {
+	Revision    string           `json:"revision,omitempty"`
+	LockedFlake string           `json:"lockedFlake"`
+	Images      map[string]Image `json:"images,omitempty"`
+	// Unchanged: see Manifest.Unchanged.
+	Unchanged bool `json:"unchanged,omitempty"`
+}
+
+// MaxResultSize is the kubelet's cap on a termination message.
+const MaxResultSize = 4096
+
+var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
+// Encode returns the JSON form of r, refusing one that would not fit in a
+// termination message.
+func (r *Result) Encode() ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("encoding build result: %w", err)
+	}
+	if len(b) > MaxResultSize {
+		return nil, fmt.Errorf("build result is %d bytes, over the %d-byte termination message limit", len(b), MaxResultSize)
+	}
+	return b, nil
+}
+
+// ParseResult parses and validates a Result read back from a pod.
+func ParseResult(b []byte) (*Result, error) {
+	if len(b) > MaxResultSize {
+		return nil, fmt.Errorf("build result is %d bytes, over %d", len(b), MaxResultSize)
+	}
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("parsing build result: %w", err)
+	}
+	if r.LockedFlake == "" {
+		return nil, errors.New("build result has no lockedFlake")
+	}
+	if len(r.Images) == 0 && !r.Unchanged {
+		return nil, errors.New("build result has no images")
+	}
+	for name, img := range r.Images {
+		if !digestRE.MatchString(img.ImageID) || !digestRE.MatchString(img.Digest) {
+			return nil, fmt.Errorf("build result: process %q has a malformed digest", name)
+		}
+	}
+	return &r, nil
+}
+
+// BuildRequest is what one build does: which flake, which outputs, with
+// which options. The controller passes it to `manager build` as one JSON
+// argument, so user input never goes through a shell.
+type BuildRequest struct {
+	Flake             string                  `json:"flake"`
+	Processes         map[string]BuildProcess `json:"processes"`
+	Substituters      []string                `json:"substituters,omitempty"`
+	TrustedPublicKeys []string                `json:"trustedPublicKeys,omitempty"`
+	// SkipIfRevision makes the build stop after resolving when the flake
+	// still locks to this revision: a refresh of a moving ref that found
+	// nothing new.
+	SkipIfRevision string `json:"skipIfRevision,omitempty"`
+}
+
+// BuildProcess is one process type's flake output.
+type BuildProcess struct {
+	Attribute string   `json:"attribute"`
+	Command   []string `json:"command,omitempty"`
+	Kind      string   `json:"kind,omitempty"`
+}

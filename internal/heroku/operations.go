@@ -1,0 +1,219 @@
+package heroku
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"time"
+
+	hk "github.com/heroku/heroku-go/v5"
+)
+
+// App is what herokunix needs to know about a Heroku app.
+type App struct {
+	Name   string
+	Stack  string
+	WebURL string
+}
+
+// App reads the app. It returns a *StackError when neither the app's stack
+// nor its build stack is "container" (after `heroku stack:set container`
+// the build stack changes at once and the stack at the next release).
+func (c *Client) App(ctx context.Context, app string) (*App, error) {
+	var a hk.App
+	if err := c.do(ctx, request{op: "app.info", method: "GET", path: "/apps/" + url.PathEscape(app)}, &a); err != nil {
+		return nil, err
+	}
+	if a.Stack.Name != "container" && a.BuildStack.Name != "container" {
+		return nil, &StackError{App: a.Name, Stack: a.Stack.Name, BuildStack: a.BuildStack.Name}
+	}
+	return &App{Name: a.Name, Stack: a.Stack.Name, WebURL: a.WebURL}, nil
+}
+
+// Release statuses.
+const (
+	ReleasePending   = "pending"
+	ReleaseSucceeded = "succeeded"
+	ReleaseFailed    = "failed"
+)
+
+// Release is a Heroku release.
+type Release struct {
+	ID              string
+	Version         int
+	Status          string // pending, succeeded or failed
+	Current         bool
+	Description     string
+	OutputStreamURL string
+	CreatedAt       time.Time
+}
+
+func fromHK(r *hk.Release) *Release {
+	out := &Release{ID: r.ID, Version: r.Version, Status: r.Status, Current: r.Current,
+		Description: r.Description, CreatedAt: r.CreatedAt}
+	if r.OutputStreamURL != nil {
+		out.OutputStreamURL = *r.OutputStreamURL
+	}
+	return out
+}
+
+// latestRange is the Range the Heroku CLI sends for "the latest release".
+const latestRange = "version ..; max=1, order=desc"
+
+// CurrentRelease returns the app's latest release (highest version), as the
+// Heroku CLI finds it with `Range: version ..; max=1, order=desc`. It may be
+// pending or failed; Current says whether it is the one running. It returns
+// (nil, nil) when the app has no release.
+func (c *Client) CurrentRelease(ctx context.Context, app string) (*Release, error) {
+	var list []hk.Release
+	err := c.do(ctx, request{op: "release.list", method: "GET",
+		path: "/apps/" + url.PathEscape(app) + "/releases", rng: latestRange}, &list)
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, nil
+	}
+	return fromHK(&list[0]), nil
+}
+
+// Release reads one release by id (or version).
+func (c *Client) Release(ctx context.Context, app, id string) (*Release, error) {
+	var r hk.Release
+	err := c.do(ctx, request{op: "release.info", method: "GET",
+		path: "/apps/" + url.PathEscape(app) + "/releases/" + url.PathEscape(id)}, &r)
+	if err != nil {
+		return nil, err
+	}
+	return fromHK(&r), nil
+}
+
+var (
+	processTypeRE = regexp.MustCompile(`^[-\w]{1,128}$`)
+	imageIDRE     = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+)
+
+// dockerUpdate is one update of the docker-releases formation PATCH, which
+// heroku-go's FormationBatchUpdateOpts cannot express.
+type dockerUpdate struct {
+	Type        string `json:"type"`
+	DockerImage string `json:"docker_image"`
+}
+
+type dockerReleaseBody struct {
+	Updates []dockerUpdate `json:"updates"`
+}
+
+// ReleaseImages releases images (process type → image ID, the config digest
+// "sha256:…") in one docker-releases formation PATCH, as `heroku
+// container:release` does: latest release, PATCH, latest release again. rel
+// is the latest release afterwards; released is false when its id did not
+// change (Heroku made no new release). It needs three calls of budget up
+// front so a release is not left half-observed by the client-side limiter.
+func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (rel *Release, released bool, err error) {
+	if len(images) == 0 {
+		return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
+	}
+	body := dockerReleaseBody{}
+	for typ, id := range images {
+		if !processTypeRE.MatchString(typ) {
+			return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
+		}
+		if !imageIDRE.MatchString(id) {
+			return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params",
+				Message: fmt.Sprintf("image ID for %q must be a config digest sha256:<64 hex>", typ)}
+		}
+		body.Updates = append(body.Updates, dockerUpdate{Type: typ, DockerImage: id})
+	}
+	sort.Slice(body.Updates, func(i, j int) bool { return body.Updates[i].Type < body.Updates[j].Type })
+
+	if wait, ok := c.limiter.peek(c.now(), 3); !ok {
+		return nil, false, &Error{Kind: KindRateLimited, ID: "rate_limit",
+			Message: "herokunix's share of the Heroku rate limit is too low to release", RetryAfter: wait}
+	}
+
+	before, err := c.CurrentRelease(ctx, app)
+	if err != nil {
+		return nil, false, err
+	}
+	err = c.do(ctx, request{op: "formation.docker-release", method: "PATCH",
+		path: "/apps/" + url.PathEscape(app) + "/formation", body: body, accept: acceptDockerReleases}, nil)
+	if err != nil {
+		return nil, false, err
+	}
+	after, err := c.CurrentRelease(ctx, app)
+	if err != nil {
+		return nil, false, err
+	}
+	if after == nil {
+		return nil, false, nil
+	}
+	released = before == nil || before.ID != after.ID
+	return after, released, nil
+}
+
+// Formation is one process type's dynos.
+type Formation struct {
+	Type     string
+	Quantity int
+	Size     string
+}
+
+// Formation lists the app's process types.
+func (c *Client) Formation(ctx context.Context, app string) ([]Formation, error) {
+	var list []hk.Formation
+	err := c.do(ctx, request{op: "formation.list", method: "GET",
+		path: "/apps/" + url.PathEscape(app) + "/formation"}, &list)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Formation, 0, len(list))
+	for _, f := range list {
+		out = append(out, Formation{Type: f.Type, Quantity: f.Quantity, Size: f.Size})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Type < out[j].Type })
+	return out, nil
+}
+
+// ScaleFormation sets quantity and size of the given process types in one
+// batch PATCH (no docker images). Size "" leaves the size as it is.
+func (c *Client) ScaleFormation(ctx context.Context, app string, updates []Formation) error {
+	if len(updates) == 0 {
+		return nil
+	}
+	var opts hk.FormationBatchUpdateOpts
+	opts.Updates = make([]struct {
+		Quantity *int    `json:"quantity,omitempty" url:"quantity,omitempty,key"`
+		Size     *string `json:"size,omitempty" url:"size,omitempty,key"`
+		Type     string  `json:"type" url:"type,key"`
+	}, len(updates))
+	for i, u := range updates {
+		if !processTypeRE.MatchString(u.Type) {
+			return &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", u.Type)}
+		}
+		if u.Quantity < 0 {
+			return &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("quantity of %q is negative", u.Type)}
+		}
+		q := u.Quantity
+		opts.Updates[i].Type = u.Type
+		opts.Updates[i].Quantity = &q
+		if u.Size != "" {
+			s := u.Size
+			opts.Updates[i].Size = &s
+		}
+	}
+	return c.do(ctx, request{op: "formation.batch-update", method: "PATCH",
+		path: "/apps/" + url.PathEscape(app) + "/formation", body: opts}, nil)
+}
+
+// AccountRateLimit asks Heroku for the account's remaining tokens. Heroku
+// does not count this call, and neither does the client-side limiter.
+func (c *Client) AccountRateLimit(ctx context.Context) (int, error) {
+	var rl hk.RateLimit
+	if err := c.do(ctx, request{op: "account.rate-limits", method: "GET", path: "/account/rate-limits", free: true}, &rl); err != nil {
+		return 0, err
+	}
+	return rl.Remaining, nil
+}

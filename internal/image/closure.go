@@ -1,0 +1,253 @@
+package image
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"runtime"
+	"slices"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// ClosureOptions tune closure mode.
+type ClosureOptions struct {
+	// MaxLayers caps the layers of the image: the largest store paths get a
+	// layer each, the rest share the last one. Default 100, leaving room
+	// under the 127 layers Docker (and so Heroku) can stack.
+	MaxLayers int
+	// TempDir holds the compressed layers until they are pushed (default
+	// os.TempDir()).
+	TempDir string
+}
+
+// DefaultMaxLayers is ClosureOptions.MaxLayers when unset.
+const DefaultMaxLayers = 100
+
+// buildStats says how an image's layers were obtained.
+type buildStats struct {
+	Layers, Reused int
+	BuiltBytes     int64 // compressed bytes of the layers built
+}
+
+// FromClosure makes an image of a closure copied under storeRoot (so that
+// /nix/store/x is at <storeRoot>/nix/store/x): one layer per store path,
+// largest narSize first, up to opts.MaxLayers-1, the rest merged into one
+// last layer. Its entrypoint is command (a relative command[0] such as
+// bin/worker is taken inside outPath), or outPath's only program in bin/.
+// Layers prev records as made from the same store paths are reused from the
+// registry without reading the files; prev may be nil.
+func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts ClosureOptions, prev v1.Image) (v1.Image, error) {
+	img, _, err := buildClosure(storeRoot, closure, outPath, command, opts, prev)
+	return img, err
+}
+
+func buildClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts ClosureOptions, prev v1.Image) (v1.Image, buildStats, error) {
+	var stats buildStats
+	if opts.MaxLayers <= 0 {
+		opts.MaxLayers = DefaultMaxLayers
+	}
+	if !artifact.IsStorePath(outPath) {
+		return nil, stats, fmt.Errorf("output %q is not a store path", outPath)
+	}
+	paths := slices.Clone(closure)
+	seen := map[string]bool{}
+	for _, sp := range paths {
+		if !artifact.IsStorePath(sp.Path) {
+			return nil, stats, fmt.Errorf("closure lists %q, which is not a store path", sp.Path)
+		}
+		if seen[sp.Path] {
+			return nil, stats, fmt.Errorf("closure lists %s twice", sp.Path)
+		}
+		seen[sp.Path] = true
+	}
+	if !seen[outPath] {
+		return nil, stats, fmt.Errorf("closure does not include the output %s", outPath)
+	}
+	slices.SortFunc(paths, func(a, b artifact.StorePath) int {
+		return cmp.Or(cmp.Compare(b.NarSize, a.NarSize), strings.Compare(a.Path, b.Path))
+	})
+	var groups [][]string
+	for i, sp := range paths {
+		if i < opts.MaxLayers-1 || len(paths) <= opts.MaxLayers {
+			groups = append(groups, []string{sp.Path})
+			continue
+		}
+		if i == opts.MaxLayers-1 {
+			groups = append(groups, nil)
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], sp.Path)
+	}
+
+	root, err := os.OpenRoot(storeRoot)
+	if err != nil {
+		return nil, stats, fmt.Errorf("opening store root: %w", err)
+	}
+	defer root.Close()
+	entry, err := entrypoint(root, outPath, command)
+	if err != nil {
+		return nil, stats, err
+	}
+
+	reuse := newReuseIndex(prev)
+	layers := make([]v1.Layer, len(groups))
+	keys := make([]string, len(groups))
+	reused := make([]bool, len(groups))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, grp := range groups {
+		slices.Sort(grp)
+		keys[i] = closureKey(grp)
+		g.Go(func() error {
+			if l := reuse.lookup(keys[i]); l != nil {
+				layers[i], reused[i] = l, true
+				return nil
+			}
+			l, err := spool(opts.TempDir, func(w io.Writer) error {
+				t := newTree(root, &budget{lim: DefaultLimits()})
+				for _, sp := range grp {
+					if err := t.addStorePath(sp, nil); err != nil {
+						return err
+					}
+				}
+				return t.writeTar(w)
+			})
+			if err != nil {
+				return fmt.Errorf("making the layer of %s: %w", describeGroup(grp), err)
+			}
+			layers[i] = l
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, stats, err
+	}
+
+	recs := make([]layerRecord, len(layers))
+	history := make([]v1.History, len(layers))
+	for i, l := range layers {
+		rec, err := record(keys[i], l)
+		if err != nil {
+			return nil, stats, err
+		}
+		recs[i] = rec
+		history[i] = v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "herokunix: " + describeGroup(groups[i])}
+		stats.Layers++
+		if reused[i] {
+			stats.Reused++
+		} else {
+			stats.BuiltBytes += rec.Size
+		}
+	}
+	label, err := recordsLabel(recs)
+	if err != nil {
+		return nil, stats, err
+	}
+	cfg := v1.ConfigFile{
+		Created: v1.Time{Time: epoch},
+		Config: v1.Config{
+			Entrypoint: entry,
+			Env:        []string{"PATH=" + outPath + "/bin:/usr/bin:/bin"},
+			Labels:     map[string]string{LayersLabel: label},
+		},
+	}
+	img, err := assemble(cfg, layers, history)
+	return img, stats, err
+}
+
+// closureKey names the content of a closure-mode layer: the store path
+// itself for a layer of one, a hash of the sorted paths for a merged layer.
+func closureKey(grp []string) string {
+	if len(grp) == 1 {
+		return grp[0]
+	}
+	h := sha256.Sum256([]byte(strings.Join(grp, "\n")))
+	return "merged:sha256:" + hex.EncodeToString(h[:])
+}
+
+func describeGroup(grp []string) string {
+	if len(grp) == 1 {
+		return "store path " + grp[0]
+	}
+	return fmt.Sprintf("%d store paths (%s … %s)", len(grp), grp[0], grp[len(grp)-1])
+}
+
+func record(key string, l v1.Layer) (layerRecord, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return layerRecord{}, err
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return layerRecord{}, err
+	}
+	size, err := l.Size()
+	if err != nil {
+		return layerRecord{}, err
+	}
+	return layerRecord{Key: key, DiffID: diffID.String(), Digest: d.String(), Size: size}, nil
+}
+
+// entrypoint resolves a process's command for closure mode.
+func entrypoint(root *os.Root, outPath string, command []string) ([]string, error) {
+	if len(command) > 0 {
+		cmd := slices.Clone(command)
+		switch c := cmd[0]; {
+		case c == "":
+			return nil, errors.New("command starts with an empty program name")
+		case strings.HasPrefix(c, "/"):
+		case strings.Contains(c, "/"):
+			p := path.Join(outPath, c)
+			if !strings.HasPrefix(p, outPath+"/") {
+				return nil, fmt.Errorf("command %q points outside the output %s", c, outPath)
+			}
+			cmd[0] = p
+		default:
+			// A bare name: the output's own bin/ if it has it, else
+			// left to PATH.
+			p := outPath + "/bin/" + c
+			if _, err := root.Lstat(strings.TrimPrefix(p, "/")); err == nil {
+				cmd[0] = p
+			}
+		}
+		return cmd, nil
+	}
+	bin := strings.TrimPrefix(outPath, "/") + "/bin"
+	d, err := root.Open(bin)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("the process has no command and %s has no bin/ directory: set the process's command", outPath)
+		}
+		return nil, fmt.Errorf("reading %s/bin: %w", outPath, unwrapPathErr(err))
+	}
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s/bin: %w", outPath, err)
+	}
+	var progs []string
+	for _, e := range ents {
+		if !e.IsDir() {
+			progs = append(progs, e.Name())
+		}
+	}
+	slices.Sort(progs)
+	switch len(progs) {
+	case 1:
+		return []string{outPath + "/bin/" + progs[0]}, nil
+	case 0:
+		return nil, fmt.Errorf("the process has no command and %s/bin holds no program: set the process's command", outPath)
+	default:
+		return nil, fmt.Errorf("the process has no command and %s/bin holds %d programs (%s): set the process's command to choose one", outPath, len(progs), strings.Join(progs, ", "))
+	}
+}

@@ -1,0 +1,360 @@
+package image
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// n2cImage is nix2container's image JSON (format version 1).
+type n2cImage struct {
+	Version     int        `json:"version"`
+	ImageConfig v1.Config  `json:"image-config"`
+	Layers      []n2cLayer `json:"layers"`
+	Arch        string     `json:"arch"`
+	Created     *time.Time `json:"created"`
+}
+
+type n2cLayer struct {
+	Digest    string     `json:"digest"`
+	Size      int64      `json:"size"`
+	DiffIDs   string     `json:"diff_ids"`
+	Paths     []n2cPath  `json:"paths,omitempty"`
+	MediaType string     `json:"mediatype"`
+	LayerPath string     `json:"layer-path,omitempty"`
+	History   v1.History `json:"History"`
+}
+
+type n2cPath struct {
+	Path    string      `json:"path"`
+	Tar     string      `json:"tar,omitempty"`
+	Options *n2cOptions `json:"options,omitempty"`
+}
+
+type n2cOptions struct {
+	Rewrite struct {
+		Regex string `json:"regex"`
+		Repl  string `json:"repl"`
+	} `json:"rewrite"`
+	Perms []struct {
+		Regex  string `json:"regex"`
+		Mode   string `json:"mode"`
+		OrMode string `json:"orMode,omitempty"`
+		UID    int    `json:"uid"`
+		GID    int    `json:"gid"`
+		Uname  string `json:"uname"`
+		Gname  string `json:"gname"`
+	} `json:"perms,omitempty"`
+	IgnoreDestination string `json:"ignoreDestination,omitempty"`
+}
+
+// n2cPlan is a checked nix2container image: what to build, layer by layer.
+type n2cPlan struct {
+	config  v1.Config
+	created time.Time
+	layers  []n2cPlanLayer
+}
+
+type n2cPlanLayer struct {
+	key       string
+	paths     []string
+	opts      []*pathOptions
+	layerPath string // a prebuilt tarball, in store form
+	history   v1.History
+}
+
+const maxRegex = 4096
+
+// storeSubpathRE matches a store path or a path inside one.
+var storeSubpathRE = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+(/[^\x00]*)?$`)
+
+// parseNix2Container parses and checks nix2container's image JSON.
+func parseNix2Container(data []byte, lim Limits) (*n2cPlan, error) {
+	lim = lim.orDefault()
+	if len(data) > maxJSON {
+		return nil, fmt.Errorf("image JSON is %d bytes, more than %d", len(data), maxJSON)
+	}
+	var img n2cImage
+	if err := json.Unmarshal(data, &img); err != nil {
+		return nil, fmt.Errorf("parsing nix2container image JSON: %w", err)
+	}
+	if img.Version != 1 {
+		return nil, fmt.Errorf("nix2container image JSON has version %d; herokunix reads version 1", img.Version)
+	}
+	if img.Arch != "" && img.Arch != Architecture {
+		return nil, fmt.Errorf("nix2container image is for %s; Heroku runs only %s", img.Arch, Architecture)
+	}
+	if len(img.Layers) > lim.MaxLayers {
+		return nil, fmt.Errorf("nix2container image has %d layers, more than %d", len(img.Layers), lim.MaxLayers)
+	}
+	plan := &n2cPlan{config: img.ImageConfig, created: epoch}
+	if img.Created != nil {
+		plan.created = img.Created.UTC()
+	}
+	npaths := 0
+	for i, l := range img.Layers {
+		switch mt := types.MediaType(l.MediaType); mt {
+		case "", types.OCILayer, types.DockerLayer, types.OCIUncompressedLayer, types.DockerUncompressedLayer:
+		default:
+			return nil, fmt.Errorf("layer %d has media type %s; Heroku takes only gzip-compressed layers", i, mt)
+		}
+		pl := n2cPlanLayer{history: l.History}
+		switch {
+		case l.LayerPath != "" && len(l.Paths) > 0:
+			return nil, fmt.Errorf("layer %d has both paths and a layer-path", i)
+		case l.LayerPath != "":
+			if !storeSubpathRE.MatchString(l.LayerPath) || path.Clean(l.LayerPath) != l.LayerPath {
+				return nil, fmt.Errorf("layer %d: layer-path %q is not in the Nix store", i, l.LayerPath)
+			}
+			pl.layerPath = l.LayerPath
+			pl.key = "n2c-tar:" + l.LayerPath
+		case len(l.Paths) > 0:
+			for j, p := range l.Paths {
+				if npaths++; npaths > lim.MaxEntries {
+					return nil, fmt.Errorf("nix2container image lists more than %d paths", lim.MaxEntries)
+				}
+				if !artifact.IsStorePath(p.Path) {
+					return nil, fmt.Errorf("layer %d path %d: %q is not a store path", i, j, p.Path)
+				}
+				if p.Tar != "" {
+					return nil, fmt.Errorf("layer %d path %d: tar sources are not supported", i, j)
+				}
+				o, err := compileOptions(p.Options)
+				if err != nil {
+					return nil, fmt.Errorf("layer %d path %s: %w", i, p.Path, err)
+				}
+				pl.paths = append(pl.paths, p.Path)
+				pl.opts = append(pl.opts, o)
+			}
+			canon, err := json.Marshal(l.Paths)
+			if err != nil {
+				return nil, err
+			}
+			h := sha256.Sum256(canon)
+			pl.key = "n2c:sha256:" + hex.EncodeToString(h[:])
+		default:
+			return nil, fmt.Errorf("layer %d has neither paths nor a layer-path (base images are not supported)", i)
+		}
+		plan.layers = append(plan.layers, pl)
+	}
+	return plan, nil
+}
+
+func compileOptions(o *n2cOptions) (*pathOptions, error) {
+	if o == nil {
+		return nil, nil
+	}
+	compile := func(what, re string) (*regexp.Regexp, error) {
+		if len(re) > maxRegex {
+			return nil, fmt.Errorf("%s regex is longer than %d bytes", what, maxRegex)
+		}
+		c, err := regexp.Compile(re)
+		if err != nil {
+			return nil, fmt.Errorf("%s regex: %w", what, err)
+		}
+		return c, nil
+	}
+	po := &pathOptions{repl: o.Rewrite.Repl}
+	var err error
+	if o.Rewrite.Regex != "" {
+		if po.rewrite, err = compile("rewrite", o.Rewrite.Regex); err != nil {
+			return nil, err
+		}
+	}
+	if o.IgnoreDestination != "" {
+		if po.ignoreDestination, err = compile("ignoreDestination", o.IgnoreDestination); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range o.Perms {
+		r := permRule{mode: -1, uid: p.UID, gid: p.GID, uname: p.Uname, gname: p.Gname}
+		if r.re, err = compile("perms", p.Regex); err != nil {
+			return nil, err
+		}
+		if p.UID < 0 || p.GID < 0 || p.UID > 1<<31-1 || p.GID > 1<<31-1 {
+			return nil, fmt.Errorf("perms: uid/gid %d/%d out of range", p.UID, p.GID)
+		}
+		if len(p.Uname) > 32 || len(p.Gname) > 32 || strings.ContainsRune(p.Uname+p.Gname, 0) {
+			return nil, errors.New("perms: invalid uname or gname")
+		}
+		if p.Mode != "" {
+			if r.mode, err = parseMode(p.Mode); err != nil {
+				return nil, fmt.Errorf("perms: %w", err)
+			}
+		}
+		if p.OrMode != "" {
+			if r.orMode, err = parseMode(p.OrMode); err != nil {
+				return nil, fmt.Errorf("perms: orMode: %w", err)
+			}
+		}
+		po.perms = append(po.perms, r)
+	}
+	return po, nil
+}
+
+// FromNix2Container makes an image from nix2container's image JSON, reading
+// the store paths it lists (and any prebuilt layer-path tarballs) under
+// storeRoot. Each layer is written again with herokunix's reproducible tar
+// writer, honouring the path options rewrite, perms and ignoreDestination;
+// nix2container's own digests are not used. A layer prev records as made
+// from the same paths and options is reused without reading the files; prev
+// may be nil.
+func FromNix2Container(jsonPath, storeRoot string, prev v1.Image) (v1.Image, error) {
+	img, _, err := buildNix2Container(jsonPath, storeRoot, prev, DefaultLimits(), "")
+	return img, err
+}
+
+func buildNix2Container(jsonPath, storeRoot string, prev v1.Image, lim Limits, tmpDir string) (v1.Image, buildStats, error) {
+	var stats buildStats
+	lim = lim.orDefault()
+	f, err := os.Open(jsonPath)
+	if err != nil {
+		return nil, stats, fmt.Errorf("reading nix2container image JSON: %w", err)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxJSON+1))
+	f.Close()
+	if err != nil {
+		return nil, stats, fmt.Errorf("reading nix2container image JSON: %w", err)
+	}
+	plan, err := parseNix2Container(data, lim)
+	if err != nil {
+		return nil, stats, err
+	}
+	// The store is opened only if a layer has to be built: when every
+	// layer is reused, it need not even exist.
+	openRoot := sync.OnceValues(func() (*os.Root, error) { return os.OpenRoot(storeRoot) })
+	defer func() {
+		if root, err := openRoot(); err == nil {
+			root.Close()
+		}
+	}()
+
+	reuse := newReuseIndex(prev)
+	layers := make([]v1.Layer, len(plan.layers))
+	reused := make([]bool, len(plan.layers))
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, pl := range plan.layers {
+		g.Go(func() error {
+			if l := reuse.lookup(pl.key); l != nil {
+				layers[i], reused[i] = l, true
+				return nil
+			}
+			root, err := openRoot()
+			if err != nil {
+				return fmt.Errorf("opening store root: %w", err)
+			}
+			if pl.layerPath != "" {
+				layers[i], err = prebuiltLayer(root, pl.layerPath, &budget{lim: lim}, tmpDir)
+			} else {
+				layers[i], err = spool(tmpDir, func(w io.Writer) error {
+					t := newTree(root, &budget{lim: lim})
+					for j, p := range pl.paths {
+						if err := t.addStorePath(p, pl.opts[j]); err != nil {
+							return err
+						}
+					}
+					return t.writeTar(w)
+				})
+			}
+			if err != nil {
+				return fmt.Errorf("nix2container layer %d: %w", i, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, stats, err
+	}
+
+	recs := make([]layerRecord, len(layers))
+	history := make([]v1.History, len(layers))
+	for i, l := range layers {
+		rec, err := record(plan.layers[i].key, l)
+		if err != nil {
+			return nil, stats, err
+		}
+		recs[i] = rec
+		h := plan.layers[i].history
+		if h.Created.IsZero() {
+			h.Created = v1.Time{Time: plan.created}
+		}
+		if h.CreatedBy == "" {
+			h.CreatedBy = "herokunix: nix2container layer"
+		}
+		h.EmptyLayer = false
+		history[i] = h
+		stats.Layers++
+		if reused[i] {
+			stats.Reused++
+		} else {
+			stats.BuiltBytes += rec.Size
+		}
+	}
+	label, err := recordsLabel(recs)
+	if err != nil {
+		return nil, stats, err
+	}
+	cfg := v1.ConfigFile{Created: v1.Time{Time: plan.created}, Config: plan.config}
+	labels := make(map[string]string, len(cfg.Config.Labels)+1)
+	for k, v := range cfg.Config.Labels {
+		labels[k] = v
+	}
+	labels[LayersLabel] = label
+	cfg.Config.Labels = labels
+	img, err := assemble(cfg, layers, history)
+	return img, stats, err
+}
+
+// prebuiltLayer reads a layer tarball (plain or gzip-compressed) from the
+// store, checking it like a docker-archive's layers.
+func prebuiltLayer(root *os.Root, storeForm string, b *budget, tmpDir string) (v1.Layer, error) {
+	f, err := root.Open(strings.TrimPrefix(storeForm, "/"))
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", storeForm, unwrapPathErr(err))
+	}
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s is not a regular file", storeForm)
+	}
+	e := &archiveEntry{size: fi.Size()}
+	if err := b.takeBytes(e.size); err != nil {
+		f.Close()
+		return nil, err
+	}
+	section := io.NewSectionReader(f, 0, fi.Size())
+	if err := checkArchiveFile(section, storeForm, e, b); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !e.layer {
+		f.Close()
+		return nil, fmt.Errorf("%s is neither a tar nor a gzip-compressed tar", storeForm)
+	}
+	if e.gz {
+		// f stays open for the layer; it is closed when collected.
+		return &sectionLayer{r: io.NewSectionReader(f, 0, fi.Size()), digest: e.digest, diffID: e.diffID}, nil
+	}
+	defer f.Close()
+	return spool(tmpDir, func(w io.Writer) error {
+		_, err := io.Copy(w, io.NewSectionReader(f, 0, fi.Size()))
+		return err
+	})
+}

@@ -1,0 +1,184 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// Tag is the tag Heroku releases from.
+const Tag = "latest"
+
+// Push pushes each process type's image to
+// <registryHost>/<app>/<type>:latest, all at once with remote.MultiWrite,
+// which uploads layers in parallel and skips the blobs the registry already
+// has. It returns, per process type, the image ID (config digest, what
+// Heroku releases) and the manifest digest. A loopback registryHost
+// (localhost, 127.0.0.1) is reached over plain HTTP.
+func Push(ctx context.Context, images map[string]v1.Image, registryHost, app string, opts ...remote.Option) (map[string]artifact.Image, error) {
+	return push(ctx, images, registryHost, app, nil, opts)
+}
+
+func reference(registryHost, app, processType string, nameOpts []name.Option) (name.Tag, error) {
+	t, err := name.NewTag(fmt.Sprintf("%s/%s/%s:%s", registryHost, app, processType, Tag), append([]name.Option{name.StrictValidation}, nameOpts...)...)
+	if err != nil {
+		return name.Tag{}, fmt.Errorf("image name for app %q process %q: %w", app, processType, err)
+	}
+	return t, nil
+}
+
+func push(ctx context.Context, images map[string]v1.Image, registryHost, app string, nameOpts []name.Option, opts []remote.Option) (map[string]artifact.Image, error) {
+	if len(images) == 0 {
+		return nil, errors.New("no images to push")
+	}
+	todo := make(map[name.Reference]remote.Taggable, len(images))
+	out := make(map[string]artifact.Image, len(images))
+	for pt, img := range images {
+		ref, err := reference(registryHost, app, pt, nameOpts)
+		if err != nil {
+			return nil, err
+		}
+		id, err := img.ConfigName()
+		if err != nil {
+			return nil, fmt.Errorf("process %q: %w", pt, err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("process %q: %w", pt, err)
+		}
+		todo[ref] = img
+		out[pt] = artifact.Image{ImageID: id.String(), Digest: d.String()}
+	}
+	opts = append(slices.Clone(opts), remote.WithContext(ctx))
+	if err := remote.MultiWrite(todo, opts...); err != nil {
+		return nil, fmt.Errorf("pushing to %s: %w", registryHost, err)
+	}
+	return out, nil
+}
+
+// PushOptions tune PushWorkspace.
+type PushOptions struct {
+	// Remote are options for every registry request (auth, transport).
+	Remote []remote.Option
+	// Insecure reaches the registry over plain HTTP (local and test
+	// registries).
+	Insecure bool
+	// MaxLayers caps closure-mode layers (default DefaultMaxLayers).
+	MaxLayers int
+	// Limits bound the untrusted input read (zero fields: DefaultLimits).
+	Limits Limits
+	// TempDir holds compressed layers until they are pushed (default
+	// os.TempDir()).
+	TempDir string
+	// Progress, when set, receives one line per process type saying how
+	// its image was made.
+	Progress io.Writer
+}
+
+// PushWorkspace makes an image for every process of the build manifest in
+// workspace and pushes them all. For closure and nix2container outputs it
+// first fetches the process type's current image (<app>/<type>:latest; none
+// is fine) so that layers made from unchanged store paths are reused without
+// reading or compressing them again.
+func PushWorkspace(ctx context.Context, workspace string, registryHost, app string, opts PushOptions) (*artifact.Result, error) {
+	m, err := artifact.ReadManifest(workspace)
+	if err != nil {
+		return nil, err
+	}
+	var nameOpts []name.Option
+	if opts.Insecure {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	ropts := append(slices.Clone(opts.Remote), remote.WithContext(ctx))
+	storeRoot := filepath.Join(workspace, artifact.StoreRoot)
+	images := make(map[string]v1.Image, len(m.Processes))
+	types := make([]string, 0, len(m.Processes))
+	for pt := range m.Processes {
+		types = append(types, pt)
+	}
+	slices.Sort(types)
+	for _, pt := range types {
+		p := m.Processes[pt]
+		ref, err := reference(registryHost, app, pt, nameOpts)
+		if err != nil {
+			return nil, err
+		}
+		var (
+			img   v1.Image
+			stats buildStats
+		)
+		switch p.Kind {
+		case artifact.KindDockerArchive:
+			if p.Archive == "" {
+				return nil, fmt.Errorf("process %q: docker-archive output names no archive", pt)
+			}
+			img, err = readDockerArchiveFile(filepath.Join(workspace, p.Archive), opts.Limits, opts.TempDir)
+		case artifact.KindNix2Container, artifact.KindClosure:
+			prev, perr := previous(ref, ropts)
+			if perr != nil {
+				return nil, fmt.Errorf("process %q: %w", pt, perr)
+			}
+			if p.Kind == artifact.KindClosure {
+				img, stats, err = buildClosure(storeRoot, p.Closure, p.OutPath, p.Command, ClosureOptions{MaxLayers: opts.MaxLayers, TempDir: opts.TempDir}, prev)
+			} else {
+				if p.Nix2ContainerJSON == "" {
+					return nil, fmt.Errorf("process %q: nix2container output names no image JSON", pt)
+				}
+				img, stats, err = buildNix2Container(filepath.Join(workspace, p.Nix2ContainerJSON), storeRoot, prev, opts.Limits, opts.TempDir)
+			}
+		default:
+			return nil, fmt.Errorf("process %q: unknown output kind %q", pt, p.Kind)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("process %q: %w", pt, err)
+		}
+		images[pt] = img
+		if opts.Progress != nil {
+			if stats.Layers > 0 {
+				fmt.Fprintf(opts.Progress, "%s: %d layers, %d reused from the registry, %d built (%d bytes compressed)\n",
+					pt, stats.Layers, stats.Reused, stats.Layers-stats.Reused, stats.BuiltBytes)
+			} else {
+				fmt.Fprintf(opts.Progress, "%s: image read from %s\n", pt, p.Archive)
+			}
+		}
+	}
+	pushed, err := push(ctx, images, registryHost, app, nameOpts, opts.Remote)
+	if err != nil {
+		return nil, err
+	}
+	return &artifact.Result{Revision: m.Revision, LockedFlake: m.LockedFlake, Images: pushed}, nil
+}
+
+// previous fetches the image a process type runs now, or nil if there is
+// none yet.
+func previous(ref name.Tag, opts []remote.Option) (v1.Image, error) {
+	img, err := remote.Image(ref, opts...)
+	if err == nil {
+		return img, nil
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) && (terr.StatusCode == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)) {
+		return nil, nil
+	}
+	return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
+}
+
+func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range terr.Errors {
+		if slices.Contains(codes, d.Code) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,105 @@
+package image
+
+import (
+	"encoding/json"
+	"fmt"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// LayersLabel is the image config label that records which sources made
+// each layer herokunix built: a JSON list of layerRecord, one per layer, in
+// layer order. A later build reads it from the previous image to reuse the
+// layers whose sources are unchanged. (Chosen over per-layer history because
+// it carries the digest itself and survives tools that rewrite history.)
+const LayersLabel = "dev.herokunix.layers"
+
+// maxLabel bounds the label read back from a previous image.
+const maxLabel = 1 << 20
+
+// layerRecord says what made one layer. Key is the store path for a layer of
+// one store path in closure mode; for a layer of several store paths, or one
+// with nix2container path options or a prebuilt tarball, it is a kind prefix
+// and a hash of everything that determines the layer's content.
+type layerRecord struct {
+	Key    string `json:"key"`
+	DiffID string `json:"diffID"`
+	Digest string `json:"digest"`
+	Size   int64  `json:"size"`
+}
+
+func recordsLabel(recs []layerRecord) (string, error) {
+	b, err := json.Marshal(recs)
+	if err != nil {
+		return "", fmt.Errorf("encoding layer record: %w", err)
+	}
+	return string(b), nil
+}
+
+// reuseIndex finds, by key, the layers of a previous image that can be used
+// again. Anything odd about the previous image (no label, a record that
+// disagrees with its manifest or config) only means no reuse.
+type reuseIndex struct {
+	byKey map[string]*reusedLayer
+}
+
+func newReuseIndex(prev v1.Image) *reuseIndex {
+	r := &reuseIndex{byKey: map[string]*reusedLayer{}}
+	if prev == nil {
+		return r
+	}
+	cf, err := prev.ConfigFile()
+	if err != nil || cf == nil {
+		return r
+	}
+	raw := cf.Config.Labels[LayersLabel]
+	if raw == "" || len(raw) > maxLabel {
+		return r
+	}
+	var recs []layerRecord
+	if err := json.Unmarshal([]byte(raw), &recs); err != nil {
+		return r
+	}
+	m, err := prev.Manifest()
+	if err != nil || len(m.Layers) != len(cf.RootFS.DiffIDs) {
+		return r
+	}
+	pos := make(map[v1.Hash]int, len(m.Layers))
+	for i, l := range m.Layers {
+		pos[l.Digest] = i
+	}
+	for _, rec := range recs {
+		d, err := v1.NewHash(rec.Digest)
+		if err != nil {
+			continue
+		}
+		i, ok := pos[d]
+		if !ok || cf.RootFS.DiffIDs[i].String() != rec.DiffID {
+			continue
+		}
+		if mt := m.Layers[i].MediaType; mt != types.DockerLayer && mt != types.OCILayer {
+			continue
+		}
+		from, err := prev.LayerByDigest(d)
+		if err != nil {
+			continue
+		}
+		r.byKey[rec.Key] = &reusedLayer{from: from, digest: d, diffID: cf.RootFS.DiffIDs[i], size: m.Layers[i].Size}
+	}
+	return r
+}
+
+// lookup returns the previous layer made from key if the registry still has
+// its blob (a HEAD request for a remote image), else nil.
+func (r *reuseIndex) lookup(key string) *reusedLayer {
+	l := r.byKey[key]
+	if l == nil {
+		return nil
+	}
+	if ok, err := partial.Exists(l.from); err != nil || !ok {
+		return nil
+	}
+	return l
+}

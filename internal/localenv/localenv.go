@@ -1,0 +1,223 @@
+// Package localenv is herokunix's embedded local default: everything the
+// controller needs, on this machine, with nothing configured. It starts a
+// local control plane (the envtest kube-apiserver and etcd), the Heroku
+// stand-in (Platform API and registry) on loopback, and deploys the sample
+// HerokuNixApp, built from a fixture flake with the local Nix.
+package localenv
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/kubetable"
+	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/herokustub"
+)
+
+// Options configure Start.
+type Options struct {
+	Log logr.Logger
+	// RepoRoot is the herokunix checkout (default: the working directory);
+	// the CRDs, the sample, the fixtures and hack/ are read from it.
+	RepoRoot string
+}
+
+// Env is a running local default.
+type Env struct {
+	Config       *rest.Config
+	HerokuAPIURL string
+	RegistryHost string
+	Stub         *herokustub.Server
+
+	apiKey   string
+	root     string
+	log      logr.Logger
+	control  *envtest.Environment
+	servers  []*http.Server
+	fixtures string
+	client   client.Client
+}
+
+// Start brings the local default up.
+func Start(ctx context.Context, opts Options) (*Env, error) {
+	root := opts.RepoRoot
+	if root == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		root = wd
+	}
+	e := &Env{root: root, log: opts.Log, apiKey: randomKey()}
+	if err := e.startControlPlane(); err != nil {
+		return nil, err
+	}
+	e.Stub = herokustub.New(herokustub.Options{APIKey: e.apiKey})
+	api, err := e.serve(e.Stub.APIHandler())
+	if err != nil {
+		e.Stop()
+		return nil, err
+	}
+	reg, err := e.serve(e.Stub.RegistryHandler())
+	if err != nil {
+		e.Stop()
+		return nil, err
+	}
+	e.HerokuAPIURL, e.RegistryHost = "http://"+api, reg
+	e.log.Info("local default is up", "apiServer", e.Config.Host, "heroku", e.HerokuAPIURL, "registry", e.RegistryHost)
+	return e, nil
+}
+
+func (e *Env) startControlPlane() error {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		e.log.Info("making envtest binaries available (the first time builds them: about 10 minutes)")
+		cmd := exec.Command(filepath.Join(e.root, "hack", "envtest-assets.sh"))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return fmt.Errorf("hack/envtest-assets.sh: %w", err)
+		}
+		os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+	}
+	e.control = &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(e.root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := e.control.Start()
+	if err != nil {
+		return fmt.Errorf("starting the local control plane: %w", err)
+	}
+	e.Config = cfg
+	scheme := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = herokunixv1.AddToScheme(scheme)
+	e.client, err = client.New(cfg, client.Options{Scheme: scheme})
+	return err
+}
+
+// serve runs h on a loopback port and returns host:port.
+func (e *Env) serve(h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("listening on loopback: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	e.servers = append(e.servers, srv)
+	go func() { _ = srv.Serve(ln) }()
+	return ln.Addr().String(), nil
+}
+
+// Stop shuts everything down.
+func (e *Env) Stop() {
+	if e.Stub != nil {
+		e.Stub.Close()
+	}
+	for _, s := range e.servers {
+		_ = s.Close()
+	}
+	if e.control != nil {
+		if err := e.control.Stop(); err != nil {
+			e.log.Error(err, "stopping the local control plane")
+		}
+	}
+	if e.fixtures != "" {
+		_ = os.RemoveAll(e.fixtures)
+	}
+}
+
+// DeploySample creates the sample's Heroku app and API-key Secret, applies
+// config/samples with its flake pointed at the closure fixture, waits for
+// Ready and prints the resource as `kubectl get herokunixapps` does.
+func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
+	b, err := os.ReadFile(filepath.Join(e.root, "config", "samples", "herokunix_v1alpha1_herokunixapp.yaml"))
+	if err != nil {
+		return err
+	}
+	var app herokunixv1.HerokuNixApp
+	if err := yaml.UnmarshalStrict(b, &app); err != nil {
+		return fmt.Errorf("parsing the sample: %w", err)
+	}
+	if e.fixtures, err = os.MkdirTemp("", "herokunix-fixture-"); err != nil {
+		return err
+	}
+	flake, err := fixtures.PrepareIn(e.fixtures, fixtures.Closure)
+	if err != nil {
+		return fmt.Errorf("preparing the sample flake: %w", err)
+	}
+	app.Namespace = "default"
+	app.Spec.Flake = flake
+	e.Stub.CreateApp(app.Spec.AppName, "container")
+
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: app.Spec.CredentialsSecretRef.Name, Namespace: app.Namespace},
+		StringData: map[string]string{app.Spec.CredentialsSecretRef.Key: e.apiKey},
+	}
+	if err := e.client.Create(ctx, secret); err != nil {
+		return fmt.Errorf("creating the API-key Secret: %w", err)
+	}
+	if err := e.client.Create(ctx, &app); err != nil {
+		return fmt.Errorf("applying the sample: %w", err)
+	}
+	fmt.Fprintf(out, "applied herokunixapp/%s (flake %s, Heroku app %s); building with Nix…\n", app.Name, flake, app.Spec.AppName)
+
+	gvr := herokunixv1.GroupVersion.WithResource("herokunixapps")
+	var lastReason string
+	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
+		if err := e.client.Get(ctx, client.ObjectKeyFromObject(&app), &app); err != nil {
+			return false, err
+		}
+		ready := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionReady)
+		if ready == nil || ready.Reason == lastReason {
+			return false, nil
+		}
+		lastReason = ready.Reason
+		if t, err := kubetable.Get(ctx, e.Config, gvr, app.Namespace); err == nil {
+			fmt.Fprintln(out, "\n$ kubectl get herokunixapps -o wide")
+			_ = kubetable.Print(out, t, true)
+		}
+		if meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionStalled) {
+			return false, fmt.Errorf("the sample stalled: %s: %s", ready.Reason, ready.Message)
+		}
+		return ready.Status == metav1.ConditionTrue && app.Status.ObservedGeneration == app.Generation, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the sample to become Ready: %w", err)
+	}
+	rels := e.Stub.Releases(app.Spec.AppName)
+	if len(rels) == 0 {
+		return errors.New("the sample is Ready but the Heroku stand-in has no release")
+	}
+	cur := rels[len(rels)-1]
+	fmt.Fprintf(out, "\nHeroku stand-in: app %s runs release v%d (%s), images %v\n", app.Spec.AppName, cur.Version, cur.Status, cur.Images)
+	return nil
+}
+
+func randomKey() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

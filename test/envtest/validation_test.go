@@ -1,0 +1,164 @@
+package envtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/kubetable"
+)
+
+func validApp(ns string) *herokunixv1.HerokuNixApp {
+	return &herokunixv1.HerokuNixApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: ns},
+		Spec: herokunixv1.HerokuNixAppSpec{
+			AppName: "acme-shop",
+			Flake:   "github:acme/shop?ref=main",
+			Processes: map[string]herokunixv1.Process{
+				"web": {Attribute: "packages.x86_64-linux.web", Quantity: ptr.To[int32](2), Size: "standard-1X"},
+			},
+			CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"},
+		},
+	}
+}
+
+func TestSampleIsAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	b, err := os.ReadFile(filepath.Join("..", "..", "config", "samples", "herokunix_v1alpha1_herokunixapp.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var app herokunixv1.HerokuNixApp
+	if err := yaml.UnmarshalStrict(b, &app); err != nil {
+		t.Fatalf("sample does not parse: %v", err)
+	}
+	app.Namespace = ns
+	if err := k8sClient.Create(context.Background(), &app); err != nil {
+		t.Fatalf("sample refused: %v", err)
+	}
+	if app.Spec.IntervalDuration() != 10*time.Minute || app.Spec.Interval == nil || app.Spec.DeletionPolicy != herokunixv1.DeletionPolicyRetain {
+		t.Errorf("defaults not applied: interval=%v deletionPolicy=%q", app.Spec.Interval, app.Spec.DeletionPolicy)
+	}
+}
+
+func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
+	ns := newNamespace(t)
+	cases := []struct {
+		name   string
+		mutate func(*herokunixv1.HerokuNixApp)
+		field  string
+	}{
+		{"app name shorter than three characters", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "ab" }, "spec.appName"},
+		{"app name longer than thirty characters", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = strings.Repeat("a", 31) }, "spec.appName"},
+		{"app name with upper case", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "Acme-shop" }, "spec.appName"},
+		{"app name starting with a digit", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "1shop" }, "spec.appName"},
+		{"missing app name", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "" }, "spec.appName"},
+		{"empty flake", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "" }, "spec.flake"},
+		{"flake with whitespace", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop --impure" }, "spec.flake"},
+		{"flake with a control character", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop\x07" }, "spec.flake"},
+		{"flake longer than 1024 characters", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:" + strings.Repeat("a", 1024) }, "spec.flake"},
+		{"no processes", func(a *herokunixv1.HerokuNixApp) { a.Spec.Processes = map[string]herokunixv1.Process{} }, "spec.processes"},
+		{"process type with upper case", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Processes = map[string]herokunixv1.Process{"Web": {Attribute: "web"}}
+		}, "spec.processes"},
+		{"process type with a dot", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Processes = map[string]herokunixv1.Process{"web.1": {Attribute: "web"}}
+		}, "spec.processes"},
+		{"empty attribute", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Processes = map[string]herokunixv1.Process{"web": {}}
+		}, "spec.processes.web.attribute"},
+		{"attribute that reads as a Nix option", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Processes = map[string]herokunixv1.Process{"web": {Attribute: "--impure"}}
+		}, "spec.processes.web.attribute"},
+		{"negative quantity", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Processes = map[string]herokunixv1.Process{"web": {Attribute: "web", Quantity: ptr.To[int32](-1)}}
+		}, "spec.processes.web.quantity"},
+		{"unknown output kind", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Processes = map[string]herokunixv1.Process{"web": {Attribute: "web", Kind: "oci"}}
+		}, "spec.processes.web.kind"},
+		{"interval under a minute", func(a *herokunixv1.HerokuNixApp) { a.Spec.Interval = &metav1.Duration{Duration: 30 * time.Second} }, "spec.interval"},
+		{"unknown deletion policy", func(a *herokunixv1.HerokuNixApp) { a.Spec.DeletionPolicy = "Delete" }, "spec.deletionPolicy"},
+		{"credentials secret name that is not DNS-1123", func(a *herokunixv1.HerokuNixApp) { a.Spec.CredentialsSecretRef.Name = "Heroku_Key" }, "spec.credentialsSecretRef.name"},
+		{"missing credentials secret name", func(a *herokunixv1.HerokuNixApp) { a.Spec.CredentialsSecretRef.Name = "" }, "spec.credentialsSecretRef.name"},
+		{"build timeout over six hours", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.Timeout = &metav1.Duration{Duration: 12 * time.Hour}
+		}, "spec.build.timeout"},
+		{"substituter that is not a URL", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.Substituters = []string{"cache.example.org"} }, "spec.build.substituters[0]"},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			app := validApp(ns)
+			app.Name = "invalid-" + strings.Repeat("x", i%3) + string(rune('a'+i))
+			tc.mutate(app)
+			err := k8sClient.Create(context.Background(), app)
+			if err == nil {
+				t.Fatalf("accepted; want a refusal naming %s", tc.field)
+			}
+			if !strings.Contains(err.Error(), tc.field+":") {
+				t.Errorf("error does not name %s:\n%v", tc.field, err)
+			}
+		})
+	}
+}
+
+func TestAppNameIsImmutable(t *testing.T) {
+	ns := newNamespace(t)
+	app := validApp(ns)
+	ctx := context.Background()
+	if err := k8sClient.Create(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	app.Spec.AppName = "other-app"
+	err := k8sClient.Update(ctx, app)
+	if err == nil || !strings.Contains(err.Error(), "spec.appName") {
+		t.Fatalf("changing appName: got %v, want a refusal naming spec.appName", err)
+	}
+}
+
+func TestPrinterColumnsInServerSideTable(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	app := validApp(ns)
+	if err := k8sClient.Create(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	app.Status = herokunixv1.HerokuNixAppStatus{
+		ShortRevision: "9f2c1e0aa1b2",
+		Release:       &herokunixv1.ReleaseStatus{ID: "r1", Version: 42, Name: "v42", Status: "succeeded"},
+		Conditions: []metav1.Condition{{
+			Type: herokunixv1.ConditionReady, Status: metav1.ConditionTrue, Reason: herokunixv1.ReasonReleased,
+			Message: "v42 runs 9f2c1e0aa1b2", LastTransitionTime: metav1.Now(),
+		}},
+	}
+	if err := k8sClient.Status().Update(ctx, app); err != nil {
+		t.Fatal(err)
+	}
+	table, err := kubetable.Get(ctx, cfg, herokunixv1.GroupVersion.WithResource("herokunixapps"), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"Name": "shop", "App": "acme-shop", "Revision": "9f2c1e0aa1b2", "Release": "v42", "Ready": "True", "Reason": "Released"}
+	if len(table.Rows) != 1 {
+		t.Fatalf("got %d rows, want 1", len(table.Rows))
+	}
+	seen := map[string]bool{}
+	for i, col := range table.ColumnDefinitions {
+		seen[col.Name] = true
+		if w, ok := want[col.Name]; ok && table.Rows[0].Cells[i] != w {
+			t.Errorf("column %s = %v, want %v", col.Name, table.Rows[0].Cells[i], w)
+		}
+	}
+	for _, name := range []string{"Name", "App", "Revision", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
+		if !seen[name] {
+			t.Errorf("column %s missing from the table", name)
+		}
+	}
+}
