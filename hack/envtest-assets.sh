@@ -33,6 +33,7 @@ export GOWORK=off CGO_ENABLED=0
 gobuild() { # <module dir> <output name> <package> [go build args...]
   local dir=$1 name=$2 pkg=$3; shift 3
   log "building $name (this takes several minutes the first time)"
+  rm -f "$out/.$name.tmp"  # go build refuses to overwrite a leftover partial file
   # -mod=mod lets go fill in go.sum/indirect requirements of the generated module.
   (cd "$dir" && go build -mod=mod -trimpath "$@" -o "$out/.$name.tmp" "$pkg")
   mv -f "$out/.$name.tmp" "$out/$name"

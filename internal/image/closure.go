@@ -10,12 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"runtime"
 	"slices"
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 )
@@ -99,37 +97,27 @@ func buildClosure(storeRoot string, closure []artifact.StorePath, outPath string
 		return nil, stats, err
 	}
 
-	reuse := newReuseIndex(prev)
-	layers := make([]v1.Layer, len(groups))
 	keys := make([]string, len(groups))
-	reused := make([]bool, len(groups))
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, grp := range groups {
 		slices.Sort(grp)
 		keys[i] = closureKey(grp)
-		g.Go(func() error {
-			if l := reuse.lookup(keys[i]); l != nil {
-				layers[i], reused[i] = l, true
-				return nil
-			}
-			l, err := spool(opts.TempDir, func(w io.Writer) error {
-				t := newTree(root, &budget{lim: DefaultLimits()})
-				for _, sp := range grp {
-					if err := t.addStorePath(sp, nil); err != nil {
-						return err
-					}
-				}
-				return t.writeTar(w)
-			})
-			if err != nil {
-				return fmt.Errorf("making the layer of %s: %w", describeGroup(grp), err)
-			}
-			layers[i] = l
-			return nil
-		})
 	}
-	if err := g.Wait(); err != nil {
+	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
+		l, err := spool(opts.TempDir, func(w io.Writer) error {
+			t := newTree(root, &budget{lim: DefaultLimits()})
+			for _, sp := range groups[i] {
+				if err := t.addStorePath(sp, nil); err != nil {
+					return err
+				}
+			}
+			return t.writeTar(w)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("making the layer of %s: %w", describeGroup(groups[i]), err)
+		}
+		return l, nil
+	})
+	if err != nil {
 		return nil, stats, err
 	}
 

@@ -10,14 +10,12 @@ import (
 	"os"
 	"path"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 )
@@ -238,48 +236,48 @@ func buildNix2Container(jsonPath, storeRoot string, prev v1.Image, lim Limits, t
 	}
 	// The store is opened only if a layer has to be built: when every
 	// layer is reused, it need not even exist.
-	openRoot := sync.OnceValues(func() (*os.Root, error) { return os.OpenRoot(storeRoot) })
+	var opened *os.Root
+	openRoot := sync.OnceValues(func() (*os.Root, error) {
+		r, err := os.OpenRoot(storeRoot)
+		opened = r
+		return r, err
+	})
 	defer func() {
-		if root, err := openRoot(); err == nil {
-			root.Close()
+		if opened != nil {
+			opened.Close()
 		}
 	}()
 
-	reuse := newReuseIndex(prev)
-	layers := make([]v1.Layer, len(plan.layers))
-	reused := make([]bool, len(plan.layers))
-	var g errgroup.Group
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	keys := make([]string, len(plan.layers))
 	for i, pl := range plan.layers {
-		g.Go(func() error {
-			if l := reuse.lookup(pl.key); l != nil {
-				layers[i], reused[i] = l, true
-				return nil
-			}
-			root, err := openRoot()
-			if err != nil {
-				return fmt.Errorf("opening store root: %w", err)
-			}
-			if pl.layerPath != "" {
-				layers[i], err = prebuiltLayer(root, pl.layerPath, &budget{lim: lim}, tmpDir)
-			} else {
-				layers[i], err = spool(tmpDir, func(w io.Writer) error {
-					t := newTree(root, &budget{lim: lim})
-					for j, p := range pl.paths {
-						if err := t.addStorePath(p, pl.opts[j]); err != nil {
-							return err
-						}
-					}
-					return t.writeTar(w)
-				})
-			}
-			if err != nil {
-				return fmt.Errorf("nix2container layer %d: %w", i, err)
-			}
-			return nil
-		})
+		keys[i] = pl.key
 	}
-	if err := g.Wait(); err != nil {
+	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
+		pl := plan.layers[i]
+		root, err := openRoot()
+		if err != nil {
+			return nil, fmt.Errorf("opening store root: %w", err)
+		}
+		var l v1.Layer
+		if pl.layerPath != "" {
+			l, err = prebuiltLayer(root, pl.layerPath, &budget{lim: lim}, tmpDir)
+		} else {
+			l, err = spool(tmpDir, func(w io.Writer) error {
+				t := newTree(root, &budget{lim: lim})
+				for j, p := range pl.paths {
+					if err := t.addStorePath(p, pl.opts[j]); err != nil {
+						return err
+					}
+				}
+				return t.writeTar(w)
+			})
+		}
+		if err != nil {
+			return nil, fmt.Errorf("nix2container layer %d: %w", i, err)
+		}
+		return l, nil
+	})
+	if err != nil {
 		return nil, stats, err
 	}
 

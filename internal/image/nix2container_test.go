@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/herokunix/herokunix/internal/artifact"
@@ -210,5 +209,3 @@ func FuzzParseNix2Container(f *testing.F) {
 		}
 	})
 }
-
-var _ = v1.Hash{}

@@ -3,10 +3,12 @@ package image
 import (
 	"encoding/json"
 	"fmt"
+	"runtime"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"golang.org/x/sync/errgroup"
 )
 
 // LayersLabel is the image config label that records which sources made
@@ -102,4 +104,40 @@ func (r *reuseIndex) lookup(key string) *reusedLayer {
 		return nil
 	}
 	return l
+}
+
+// headConcurrency bounds the HEAD requests made at once to find reusable
+// layers (network-bound, unlike building, which is bounded by CPUs).
+const headConcurrency = 16
+
+// obtainLayers gets each of n layers: from the previous image when it made
+// one from the same key and the registry still has it, else from build.
+// reused[i] says which.
+func obtainLayers(keys []string, reuse *reuseIndex, build func(i int) (v1.Layer, error)) (layers []v1.Layer, reused []bool, err error) {
+	layers = make([]v1.Layer, len(keys))
+	reused = make([]bool, len(keys))
+	var heads errgroup.Group
+	heads.SetLimit(headConcurrency)
+	for i, k := range keys {
+		heads.Go(func() error {
+			if l := reuse.lookup(k); l != nil {
+				layers[i], reused[i] = l, true
+			}
+			return nil
+		})
+	}
+	heads.Wait()
+	var builds errgroup.Group
+	builds.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range keys {
+		if reused[i] {
+			continue
+		}
+		builds.Go(func() error {
+			l, err := build(i)
+			layers[i] = l
+			return err
+		})
+	}
+	return layers, reused, builds.Wait()
 }

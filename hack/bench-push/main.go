@@ -1,0 +1,350 @@
+// Command bench-push compares herokunix's push of a Nix closure with the
+// route people use today (write a docker-archive tarball, then push it with
+// go-containerregistry's tarball reader), cold and after one store path
+// changed, against an in-process registry. It prints time and bytes
+// uploaded for each.
+//
+//	go run ./hack/bench-push [-paths 50] [-mb 200]
+package main
+
+import (
+	"archive/tar"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/image"
+)
+
+func main() {
+	paths := flag.Int("paths", 50, "store paths in the closure")
+	mb := flag.Int("mb", 200, "total size of the closure in MB")
+	flag.Parse()
+	if err := run(*paths, int64(*mb)<<20); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// counter counts what clients upload to the registry.
+type counter struct {
+	bytes atomic.Int64
+	blobs atomic.Int64
+}
+
+func (c *counter) wrap(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.Contains(r.URL.Path, "/blobs/uploads") {
+			r.Body = &countingBody{ReadCloser: r.Body, n: &c.bytes}
+			if r.Method == http.MethodPut && r.URL.Query().Get("digest") != "" {
+				c.blobs.Add(1)
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+type result struct {
+	route, phase string
+	d            time.Duration
+	bytes, blobs int64
+	note         string
+}
+
+func run(npaths int, total int64) error {
+	dir, err := os.MkdirTemp("", "bench-push-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	var c counter
+	// The registry keeps blobs on disk so that memory stays bounded.
+	blobDir := filepath.Join(dir, "registry")
+	if err := os.Mkdir(blobDir, 0o755); err != nil {
+		return err
+	}
+	srv := httptest.NewServer(c.wrap(registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithBlobHandler(registry.NewDiskBlobHandler(blobDir)))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	ctx := context.Background()
+
+	ws := filepath.Join(dir, "workspace")
+	closure, err := makeClosure(filepath.Join(ws, artifact.StoreRoot), npaths, total, 0)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("closure: %d store paths, %d MB, GOMAXPROCS %d\n\n", npaths, total>>20, runtime.GOMAXPROCS(0))
+	var results []result
+	measure := func(route, phase, note string, f func() error) error {
+		c.bytes.Store(0)
+		c.blobs.Store(0)
+		runtime.GC()
+		start := time.Now()
+		if err := f(); err != nil {
+			return fmt.Errorf("%s %s: %w", route, phase, err)
+		}
+		results = append(results, result{route, phase, time.Since(start), c.bytes.Load(), c.blobs.Load(), note})
+		return nil
+	}
+	hkPush := func() error {
+		if err := artifact.WriteManifest(ws, &artifact.Manifest{LockedFlake: "bench", Processes: map[string]artifact.ProcessOutput{
+			"web": {Kind: artifact.KindClosure, OutPath: closure[0].Path, Closure: closure, Command: []string{"bin/app"}},
+		}}); err != nil {
+			return err
+		}
+		_, err := image.PushWorkspace(ctx, ws, host, "herokunix", image.PushOptions{TempDir: dir})
+		return err
+	}
+	tarPath := filepath.Join(dir, "image.tar")
+	tbWrite := func() error { return writeTarball(filepath.Join(ws, artifact.StoreRoot), closure, tarPath) }
+	tbPush := func() error {
+		img, err := tarball.ImageFromPath(tarPath, nil)
+		if err != nil {
+			return err
+		}
+		ref, err := name.NewTag(host + "/tarball/web:latest")
+		if err != nil {
+			return err
+		}
+		return remote.Write(ref, img, remote.WithContext(ctx))
+	}
+
+	if err := measure("herokunix", "cold push", "build layers + push", hkPush); err != nil {
+		return err
+	}
+	if err := measure("tarball", "cold write", "docker-archive written", tbWrite); err != nil {
+		return err
+	}
+	if err := measure("tarball", "cold push", "tarball.ImageFromPath + remote.Write", tbPush); err != nil {
+		return err
+	}
+
+	// One store path changes: a new hash with new content, as a rebuild of
+	// one package gives.
+	changed := npaths / 2
+	newPath, err := changePath(filepath.Join(ws, artifact.StoreRoot), closure, changed)
+	if err != nil {
+		return err
+	}
+	closure[changed] = newPath
+	if err := measure("herokunix", "warm push", "one store path changed", hkPush); err != nil {
+		return err
+	}
+	if err := measure("tarball", "warm write", "whole tarball rewritten", tbWrite); err != nil {
+		return err
+	}
+	if err := measure("tarball", "warm push", "", tbPush); err != nil {
+		return err
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "route\tphase\ttime\tuploaded\tblobs\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f MB\t%d\t  %s\n", r.route, r.phase, r.d.Round(time.Millisecond), float64(r.bytes)/(1<<20), r.blobs, r.note)
+	}
+	tw.Flush()
+	get := func(route, phase string) result {
+		for _, r := range results {
+			if r.route == route && r.phase == phase {
+				return r
+			}
+		}
+		return result{}
+	}
+	hkCold, hkWarm := get("herokunix", "cold push"), get("herokunix", "warm push")
+	tbCold := get("tarball", "cold write").d + get("tarball", "cold push").d
+	tbWarm := get("tarball", "warm write").d + get("tarball", "warm push").d
+	fmt.Printf("\ncold: herokunix %s, tarball route %s (write+push): ratio %.2f\n", hkCold.d.Round(time.Millisecond), tbCold.Round(time.Millisecond), hkCold.d.Seconds()/tbCold.Seconds())
+	fmt.Printf("warm: herokunix %s, tarball route %s (write+push): ratio %.3f (target < 0.1); push alone %s: ratio %.3f\n",
+		hkWarm.d.Round(time.Millisecond), tbWarm.Round(time.Millisecond), hkWarm.d.Seconds()/tbWarm.Seconds(),
+		get("tarball", "warm push").d.Round(time.Millisecond), hkWarm.d.Seconds()/get("tarball", "warm push").d.Seconds())
+	fmt.Printf("warm upload: herokunix %.2f MB in %d blobs, tarball route %.2f MB in %d blobs\n",
+		float64(hkWarm.bytes)/(1<<20), hkWarm.blobs, float64(get("tarball", "warm push").bytes)/(1<<20), get("tarball", "warm push").blobs)
+	return nil
+}
+
+// makeClosure writes npaths store paths of deterministic content totalling
+// about total bytes; store path 0 has bin/app.
+func makeClosure(root string, npaths int, total int64, salt uint64) ([]artifact.StorePath, error) {
+	var closure []artifact.StorePath
+	// Sizes fall off geometrically, as real closures have a few big paths.
+	weights := make([]float64, npaths)
+	var sum float64
+	for i := range weights {
+		weights[i] = 1 / (1 + float64(i)/6)
+		sum += weights[i]
+	}
+	for i := range npaths {
+		size := int64(float64(total) * weights[i] / sum)
+		sp, err := writeStorePath(root, i, salt, size)
+		if err != nil {
+			return nil, err
+		}
+		closure = append(closure, artifact.StorePath{Path: sp, NarSize: size})
+	}
+	return closure, nil
+}
+
+func writeStorePath(root string, i int, salt uint64, size int64) (string, error) {
+	sp := fmt.Sprintf("/nix/store/%032d-pkg%d", uint64(i)+salt*1000, i)
+	base := filepath.Join(root, sp)
+	if err := os.MkdirAll(filepath.Join(base, "bin"), 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(base, "bin", "app"), []byte("#!app\n"), 0o755); err != nil {
+		return "", err
+	}
+	rng := rand.New(rand.NewPCG(uint64(i), salt))
+	const fileSize = 1 << 20
+	for n := 0; int64(n)*fileSize < size; n++ {
+		sz := min(fileSize, size-int64(n)*fileSize)
+		if err := writeData(filepath.Join(base, "lib", fmt.Sprintf("part%03d", n)), rng, sz); err != nil {
+			return "", err
+		}
+	}
+	return sp, nil
+}
+
+// writeData writes half random bytes and half text, in 4 KiB chunks, so
+// that it compresses about 2:1 like binaries do.
+func writeData(p string, rng *rand.Rand, size int64) error {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	chunk := make([]byte, 4096)
+	text := []byte(strings.Repeat("the quick brown fox jumps over the lazy dog ", 100))
+	for written := int64(0); written < size; {
+		if rng.IntN(2) == 0 {
+			for j := range chunk {
+				chunk[j] = byte(rng.Uint32())
+			}
+		} else {
+			copy(chunk, text[rng.IntN(len(text)-len(chunk)):])
+		}
+		n := min(int64(len(chunk)), size-written)
+		if _, err := f.Write(chunk[:n]); err != nil {
+			return err
+		}
+		written += n
+	}
+	return nil
+}
+
+func changePath(root string, closure []artifact.StorePath, i int) (artifact.StorePath, error) {
+	sp, err := writeStorePath(root, i, 7, closure[i].NarSize)
+	if err != nil {
+		return artifact.StorePath{}, err
+	}
+	return artifact.StorePath{Path: sp, NarSize: closure[i].NarSize}, os.RemoveAll(filepath.Join(root, closure[i].Path))
+}
+
+// writeTarball is today's route: a docker-archive with one layer per store
+// path, written with go-containerregistry's tarball.Write.
+func writeTarball(root string, closure []artifact.StorePath, out string) error {
+	var adds []mutate.Addendum
+	for _, sp := range closure {
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return tarStorePath(root, sp.Path), nil })
+		if err != nil {
+			return err
+		}
+		adds = append(adds, mutate.Addendum{Layer: l, MediaType: types.DockerLayer})
+	}
+	img, err := mutate.Append(mutate.MediaType(empty.Image, types.DockerManifestSchema2), adds...)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Entrypoint = []string{closure[0].Path + "/bin/app"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return err
+	}
+	tag, err := name.NewTag("bench/web:latest")
+	if err != nil {
+		return err
+	}
+	return tarball.WriteToFile(out, tag, img)
+}
+
+// tarStorePath streams a plain tar of one store path.
+func tarStorePath(root, sp string) io.ReadCloser {
+	pr, pw := io.Pipe()
+	go func() {
+		tw := tar.NewWriter(pw)
+		err := filepath.WalkDir(filepath.Join(root, sp), func(p string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			hdr, err := tar.FileInfoHeader(fi, "")
+			if err != nil {
+				return err
+			}
+			rel, _ := filepath.Rel(root, p)
+			hdr.Name = rel
+			hdr.ModTime = time.Unix(1, 0)
+			if err := tw.WriteHeader(hdr); err != nil {
+				return err
+			}
+			if fi.Mode().IsRegular() {
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				_, err = io.Copy(tw, f)
+				return err
+			}
+			return nil
+		})
+		if err == nil {
+			err = tw.Close()
+		}
+		pw.CloseWithError(err)
+	}()
+	return pr
+}
