@@ -74,12 +74,13 @@ func hashOf(vs ...any) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// buildName is "<resource>-<hash10>", cut so it stays a valid Job name (63
-// characters, with room for the pod suffix Kubernetes adds).
+// buildName is "<resource>-<hash10>", cut and without dots so it is a DNS
+// label, as Job names (which become label values and pod name prefixes)
+// are safest to be.
 func buildName(resource, hash string) string {
 	const maxPrefix = 52 - 11
-	prefix := strings.TrimRight(resource[:min(len(resource), maxPrefix)], "-.")
-	return prefix + "-" + hash[:10]
+	prefix := strings.ReplaceAll(resource[:min(len(resource), maxPrefix)], ".", "-")
+	return strings.TrimRight(prefix, "-") + "-" + hash[:10]
 }
 
 var (

@@ -484,9 +484,10 @@ func TestTheObserverSeesEveryCallAndRateLimitRemaining(t *testing.T) {
 func TestTheCallersContextIsUsed(t *testing.T) {
 	e := newEnv(t)
 	e.stub.CreateApp("shop", "container")
-	e.stub.Faults().HangNext(1)
+	reached := make(chan struct{}, 1)
+	e.stub.Faults().Add(herokustub.Fault{Hang: true, Count: 1, Reached: reached})
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
+	go func() { <-reached; cancel() }() // the caller gives up while Heroku hangs
 	_, err := e.client.App(ctx, "shop")
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)

@@ -53,7 +53,7 @@ func TestHerokuCLIContainerReleaseSequence(t *testing.T) {
 			header: map[string]string{"Accept": "application/vnd.docker.distribution.manifest.v2+json"}, status: 200,
 			check: func(t *testing.T, b []byte, h http.Header) {
 				var m struct {
-					MediaType string `json:"mediaType"`
+					MediaType string                  `json:"mediaType"`
 					Config    struct{ Digest string } `json:"config"`
 				}
 				mustJSON(t, b, &m)

@@ -178,7 +178,8 @@ func (c *Client) Formation(ctx context.Context, app string) ([]Formation, error)
 }
 
 // ScaleFormation sets quantity and size of the given process types in one
-// batch PATCH (no docker images). Size "" leaves the size as it is.
+// batch PATCH (no docker images). A negative Quantity or an empty Size
+// leaves that value as it is.
 func (c *Client) ScaleFormation(ctx context.Context, app string, updates []Formation) error {
 	if len(updates) == 0 {
 		return nil
@@ -193,12 +194,11 @@ func (c *Client) ScaleFormation(ctx context.Context, app string, updates []Forma
 		if !processTypeRE.MatchString(u.Type) {
 			return &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", u.Type)}
 		}
-		if u.Quantity < 0 {
-			return &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("quantity of %q is negative", u.Type)}
-		}
-		q := u.Quantity
 		opts.Updates[i].Type = u.Type
-		opts.Updates[i].Quantity = &q
+		if u.Quantity >= 0 {
+			q := u.Quantity
+			opts.Updates[i].Quantity = &q
+		}
 		if u.Size != "" {
 			s := u.Size
 			opts.Updates[i].Size = &s

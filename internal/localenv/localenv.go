@@ -184,7 +184,6 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "applied herokunixapp/%s (flake %s, Heroku app %s); building with Nix…\n", app.Name, flake, app.Spec.AppName)
 
-	gvr := herokunixv1.GroupVersion.WithResource("herokunixapps")
 	var lastReason string
 	err = wait.PollUntilContextTimeout(ctx, 500*time.Millisecond, 15*time.Minute, true, func(ctx context.Context) (bool, error) {
 		if err := e.client.Get(ctx, client.ObjectKeyFromObject(&app), &app); err != nil {
@@ -195,10 +194,7 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 			return false, nil
 		}
 		lastReason = ready.Reason
-		if t, err := kubetable.Get(ctx, e.Config, gvr, app.Namespace); err == nil {
-			fmt.Fprintln(out, "\n$ kubectl get herokunixapps -o wide")
-			_ = kubetable.Print(out, t, true)
-		}
+		e.printTable(ctx, out, app.Namespace, false)
 		if meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionStalled) {
 			return false, fmt.Errorf("the sample stalled: %s: %s", ready.Reason, ready.Message)
 		}
@@ -207,6 +203,7 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("waiting for the sample to become Ready: %w", err)
 	}
+	e.printTable(ctx, out, app.Namespace, true)
 	rels := e.Stub.Releases(app.Spec.AppName)
 	if len(rels) == 0 {
 		return errors.New("the sample is Ready but the Heroku stand-in has no release")
@@ -214,6 +211,22 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	cur := rels[len(rels)-1]
 	fmt.Fprintf(out, "\nHeroku stand-in: app %s runs release v%d (%s), images %v\n", app.Spec.AppName, cur.Version, cur.Status, cur.Images)
 	return nil
+}
+
+// printTable shows the resources as `kubectl get herokunixapps` would,
+// from the API server's own Table (printer columns).
+func (e *Env) printTable(ctx context.Context, out io.Writer, namespace string, wide bool) {
+	t, err := kubetable.Get(ctx, e.Config, herokunixv1.GroupVersion.WithResource("herokunixapps"), namespace)
+	if err != nil {
+		e.log.Error(err, "listing herokunixapps as a table")
+		return
+	}
+	cmd := "\n$ kubectl get herokunixapps"
+	if wide {
+		cmd += " -o wide"
+	}
+	fmt.Fprintln(out, cmd)
+	_ = kubetable.Print(out, t, wide)
 }
 
 func randomKey() string {

@@ -16,7 +16,8 @@ import (
 type Process struct {
 	// Attribute is the flake attribute to build, e.g. "packages.x86_64-linux.web".
 	Attribute string
-	// Command is the entrypoint for closure mode.
+	// Command is the process's command, recorded in the manifest. Closure
+	// mode needs one; without it the package's only program in bin/ is used.
 	Command []string
 	// Kind overrides detection when set.
 	Kind artifact.Kind

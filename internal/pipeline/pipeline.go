@@ -6,8 +6,12 @@ package pipeline
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
+	"net/url"
 	"os"
+	"strings"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/image"
@@ -36,7 +40,37 @@ func Build(ctx context.Context, opts nixbuild.Options, req artifact.BuildRequest
 	for name, p := range req.Processes {
 		nreq.Processes[name] = nixbuild.Process{Attribute: p.Attribute, Command: p.Command, Kind: artifact.Kind(p.Kind)}
 	}
-	return nixbuild.Run(ctx, opts, nreq, workspace)
+	m, err := nixbuild.Run(ctx, opts, nreq, workspace)
+	if err != nil {
+		return nil, err
+	}
+	if m.Revision == "" {
+		// Sources without a rev (path:, tarballs) are identified by content.
+		m.Revision = narHashRevision(m.LockedFlake)
+		if err := artifact.WriteManifest(workspace, m); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// narHashRevision is the hex form of a locked ref's narHash
+// (sha256-<base64>), or "" when it has none.
+func narHashRevision(locked string) string {
+	_, query, _ := strings.Cut(locked, "?")
+	v, err := url.ParseQuery(query)
+	if err != nil {
+		return ""
+	}
+	sri, ok := strings.CutPrefix(v.Get("narHash"), "sha256-")
+	if !ok {
+		return ""
+	}
+	sum, err := base64.StdEncoding.DecodeString(sri)
+	if err != nil {
+		return ""
+	}
+	return hex.EncodeToString(sum)
 }
 
 // Push assembles and pushes the images of the build in workspace to

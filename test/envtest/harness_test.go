@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -58,7 +59,7 @@ type harness struct {
 	reconciler   *controllers.HerokuNixAppReconciler
 }
 
-type harnessOption func(*controllers.HerokuNixAppReconciler)
+type harnessOption func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options)
 
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
@@ -99,12 +100,13 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		ReleasePollInterval: 100 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 	}
+	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {
-		o(h.reconciler)
+		o(h, h.reconciler, &copts)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.ctx = ctx
-	if err := h.reconciler.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: 2}); err != nil {
+	if err := h.reconciler.SetupWithManager(ctx, mgr, copts); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -158,6 +160,16 @@ func (h *harness) get(app *herokunixv1.HerokuNixApp) *herokunixv1.HerokuNixApp {
 // reason, and the status describes the current generation.
 func (h *harness) eventuallyCondition(app *herokunixv1.HerokuNixApp, typ string, status metav1.ConditionStatus, reason string) *herokunixv1.HerokuNixApp {
 	h.t.Helper()
+	return h.eventuallyConditionWithin(app, typ, status, reason, 30*time.Second)
+}
+
+// buildTimeout bounds a real Nix build in a test.
+const buildTimeout = 5 * time.Minute
+
+func nixRequired() bool { return os.Getenv("HEROKUNIX_REQUIRE_NIX") != "" }
+
+func (h *harness) eventuallyConditionWithin(app *herokunixv1.HerokuNixApp, typ string, status metav1.ConditionStatus, reason string, timeout time.Duration) *herokunixv1.HerokuNixApp {
+	h.t.Helper()
 	var got *herokunixv1.HerokuNixApp
 	h.g.Eventually(func(g Gomega) {
 		got = &herokunixv1.HerokuNixApp{}
@@ -167,7 +179,7 @@ func (h *harness) eventuallyCondition(app *herokunixv1.HerokuNixApp, typ string,
 		g.Expect(c).NotTo(BeNil(), "condition %s missing; conditions: %+v", typ, got.Status.Conditions)
 		g.Expect(c.Status).To(Equal(status), "condition %s: %s", typ, c.Message)
 		g.Expect(c.Reason).To(Equal(reason), "condition %s: %s", typ, c.Message)
-	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	}).WithTimeout(timeout).WithPolling(50 * time.Millisecond).Should(Succeed())
 	return got
 }
 

@@ -27,6 +27,9 @@ type Fault struct {
 	Drop bool
 	// Hang holds the request until the client gives up or Server.Close.
 	Hang bool
+	// Reached, when set, gets a value (without blocking) each time the
+	// fault takes a request, so tests can act once the server has it.
+	Reached chan<- struct{}
 }
 
 // Faults holds the injected faults; the first matching one applies.
@@ -95,6 +98,12 @@ func (s *Server) applyFault(w http.ResponseWriter, r *http.Request, writeError f
 	ft, ok := s.faults.match(r)
 	if !ok {
 		return false
+	}
+	if ft.Reached != nil {
+		select {
+		case ft.Reached <- struct{}{}:
+		default:
+		}
 	}
 	if ft.Hang {
 		select {
