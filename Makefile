@@ -20,7 +20,7 @@ manifests:
 
 ## verify: generated files are current, code is formatted and vetted
 verify: generate manifests
-	@git diff --exit-code -- api config || { echo "generated files are stale: run 'make generate manifests' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- api config/crd config/rbac/role.yaml)" || { git status --porcelain -- api config/crd config/rbac/role.yaml; git diff -- api config; echo "generated files are stale or uncommitted: run 'make generate manifests' and commit"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 

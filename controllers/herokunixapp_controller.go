@@ -38,8 +38,8 @@ type HerokuNixAppReconciler struct {
 	ReleasePollInterval time.Duration
 }
 
-// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps/status,verbs=get;patch
 // +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps/finalizers,verbs=update
 // +kubebuilder:rbac:groups=batch,resources=jobs,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
