@@ -22,16 +22,19 @@ type DesiredBuild struct {
 	SpecHash string
 	Request  artifact.BuildRequest
 	Timeout  time.Duration
-	// Refresh is true for a re-resolution of a moving ref whose last build
-	// is older than the interval.
-	Refresh bool
+	// Background is true when images built from this spec are deployed
+	// already, so the build (a refresh of a moving ref, or a retry) runs
+	// while they keep serving, and its failure stalls nothing.
+	Background bool
 }
 
 const defaultBuildTimeout = 30 * time.Minute
 
 // desiredBuild decides which build should exist. It is a pure function of
-// the spec, the last build recorded in status, and the time. forceRefresh
-// (a reconcile-now request) re-resolves a moving ref before the interval.
+// the spec, the builds recorded in status, and the time. A new spec gets
+// its first build; a running build is followed; a moving ref is refreshed
+// once the interval has passed since the last build; forceRefresh (a
+// reconcile-now request) refreshes at once, or retries a failed build.
 func desiredBuild(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) DesiredBuild {
 	req := artifact.BuildRequest{
 		Flake:             app.Spec.Flake,
@@ -47,18 +50,29 @@ func desiredBuild(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh boo
 		timeout = app.Spec.Build.Timeout.Duration
 	}
 	specHash := hashOf(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
-
-	d := DesiredBuild{SpecHash: specHash, Request: req, Timeout: timeout}
-	d.Name = buildName(app.Name, specHash)
+	d := DesiredBuild{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app.Name, specHash)}
 
 	last := app.Status.Build
-	if last != nil && last.Hash == specHash && last.CompletionTime != nil && app.Status.Revision != "" &&
-		isMovingRef(app.Spec.Flake) && (forceRefresh || now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()) {
-		d.Refresh = true
+	if last == nil || last.Hash != specHash {
+		return d
+	}
+	d.Background = last.SucceededHash == specHash && len(app.Status.Images) > 0
+	if d.Background && isMovingRef(app.Spec.Flake) {
 		d.Request.SkipIfRevision = app.Status.Revision
-		// The completion time makes each refresh a build of its own, so a
-		// refresh that found nothing new is not mistaken for the next one.
-		d.Name = buildName(app.Name, hashOf(specHash, last.CompletionTime.UTC().Format(time.RFC3339)))
+	}
+	if last.CompletionTime == nil {
+		d.Name = last.Job
+		return d
+	}
+	// A new build of the same spec is named after the one it follows, so
+	// each is a Job of its own and none is run twice.
+	next := buildName(app.Name, hashOf(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
+	due := d.Background && isMovingRef(app.Spec.Flake) && now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
+	switch {
+	case forceRefresh && (last.Message != "" || (d.Background && isMovingRef(app.Spec.Flake))), due:
+		d.Name = next
+	default:
+		d.Name = last.Job
 	}
 	return d
 }

@@ -69,28 +69,80 @@ func TestBuildNamesAreValidJobNames(t *testing.T) {
 	}
 }
 
+// built records a finished build of app's current spec in its status.
+func built(app *herokunixv1.HerokuNixApp, job string, at time.Time, failed bool) {
+	d := desiredBuild(app, at, false)
+	b := &herokunixv1.BuildStatus{Hash: d.SpecHash, Job: job, CompletionTime: &metav1.Time{Time: at}}
+	if failed {
+		b.Message = "error: boom"
+		if app.Status.Build != nil {
+			b.SucceededHash = app.Status.Build.SucceededHash
+		}
+	} else {
+		b.SucceededHash = d.SpecHash
+		app.Status.Revision = "9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
+		app.Status.Images = map[string]herokunixv1.ImageStatus{"web": {ImageID: "sha256:a", Digest: "sha256:b"}}
+	}
+	app.Status.Build = b
+}
+
 func TestMovingRefsRefreshAfterTheInterval(t *testing.T) {
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
 	first := desiredBuild(app, done, false)
-	app.Status.Build = &herokunixv1.BuildStatus{Hash: first.SpecHash, Job: first.Name, CompletionTime: &metav1.Time{Time: done}}
-	app.Status.Revision = "9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
+	if first.Background {
+		t.Error("the first build of a spec runs in the background")
+	}
+	built(app, first.Name, done, false)
 
-	if b := desiredBuild(app, done.Add(5*time.Minute), false); b.Refresh || b.Name != first.Name {
+	if b := desiredBuild(app, done.Add(5*time.Minute), false); b.Name != first.Name {
 		t.Errorf("refreshed before the interval: %+v", b)
 	}
-	b := desiredBuild(app, done.Add(11*time.Minute), false)
-	if !b.Refresh || b.Name == first.Name || b.Request.SkipIfRevision != app.Status.Revision {
-		t.Errorf("no refresh after the interval: %+v", b)
+	refresh := desiredBuild(app, done.Add(11*time.Minute), false)
+	if !refresh.Background || refresh.Name == first.Name || refresh.Request.SkipIfRevision != app.Status.Revision {
+		t.Errorf("no background refresh after the interval: %+v", refresh)
 	}
-	if f := desiredBuild(app, done.Add(time.Minute), true); !f.Refresh {
-		t.Error("a reconcile request did not force a refresh")
+	if f := desiredBuild(app, done.Add(time.Minute), true); f.Name == first.Name || !f.Background {
+		t.Errorf("a reconcile request did not refresh: %+v", f)
 	}
-	app.Spec.Flake = "github:acme/shop/" + app.Status.Revision
-	pinned := desiredBuild(app, done, false)
-	app.Status.Build = &herokunixv1.BuildStatus{Hash: pinned.SpecHash, Job: pinned.Name, CompletionTime: &metav1.Time{Time: done}}
-	if b := desiredBuild(app, done.Add(time.Hour), true); b.Refresh {
-		t.Error("a pinned ref was refreshed")
+
+	// While the refresh runs it is followed, not replaced.
+	app.Status.Build = &herokunixv1.BuildStatus{Hash: refresh.SpecHash, Job: refresh.Name, SucceededHash: refresh.SpecHash}
+	if b := desiredBuild(app, done.Add(time.Hour), false); b.Name != refresh.Name || !b.Background {
+		t.Errorf("a running refresh was not followed: %+v", b)
+	}
+	// Once it is done, nothing is built until the next interval.
+	built(app, refresh.Name, done.Add(12*time.Minute), false)
+	if b := desiredBuild(app, done.Add(13*time.Minute), false); b.Name != refresh.Name {
+		t.Errorf("a finished refresh was followed by another build at once: %+v", b)
+	}
+	if b := desiredBuild(app, done.Add(23*time.Minute), false); b.Name == refresh.Name || b.Name == first.Name {
+		t.Errorf("the next refresh reuses a name: %+v", b)
+	}
+}
+
+func TestPinnedRefsAreNeverRefreshed(t *testing.T) {
+	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	app := testApp()
+	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
+	first := desiredBuild(app, done, false)
+	built(app, first.Name, done, false)
+	if b := desiredBuild(app, done.Add(time.Hour), true); b.Name != first.Name {
+		t.Errorf("a pinned ref was rebuilt: %+v", b)
+	}
+}
+
+func TestFailedBuildsAreRetriedOnlyWhenAsked(t *testing.T) {
+	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	app := testApp()
+	first := desiredBuild(app, done, false)
+	built(app, first.Name, done, true)
+	if b := desiredBuild(app, done.Add(time.Hour), false); b.Name != first.Name || b.Background {
+		t.Errorf("a failed first build was retried unasked or in the background: %+v", b)
+	}
+	retry := desiredBuild(app, done.Add(time.Hour), true)
+	if retry.Name == first.Name || retry.Background {
+		t.Errorf("a reconcile request did not retry the failed build in the foreground: %+v", retry)
 	}
 }
 

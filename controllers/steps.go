@@ -116,8 +116,9 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 
 // reconcileBuild makes sure the images for the spec exist. A build of the
 // same inputs is never run twice: its name is a hash of them. A refresh of
-// a moving ref runs in the background while the current images stay
-// deployed. Sets Built; records the build, revision and images on status.
+// a moving ref (or a retry) runs in the background while the images already
+// built from the spec stay deployed. Sets Built; records the build,
+// revision and images on status.
 func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) error {
 	app := p.app
 	want := desiredBuild(app, p.now, p.forceRefresh)
@@ -137,7 +138,11 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return err
 	}
 	if last == nil || last.Job != want.Name {
-		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}}
+		succeeded := ""
+		if last != nil {
+			succeeded = last.SucceededHash
+		}
+		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded}
 	}
 	if state.Started {
 		r.event(app, corev1.EventTypeNormal, "BuildStarted", "Build", "building %s (%s)", app.Spec.Flake, want.Name)
@@ -145,8 +150,8 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 
 	switch state.Phase {
 	case BuildRunning:
-		if want.Refresh && len(app.Status.Images) > 0 {
-			return nil // keep serving the deployed images while the refresh runs
+		if want.Background {
+			return nil // the deployed images keep serving meanwhile
 		}
 		setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildRunning, "building "+app.Spec.Flake)
 		p.wait = &wait{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
@@ -154,12 +159,14 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 	case BuildFailed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
 		app.Status.Build.Message = truncate(state.Message, 2048)
+		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonBuildFailed, "Build", "build %s failed", want.Name)
 		return r.buildFailed(p, want, state.Message)
 	}
 
 	res := state.Result
 	app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
 	app.Status.Build.Message = ""
+	app.Status.Build.SucceededHash = want.SpecHash
 	if !res.Unchanged {
 		app.Status.Revision = res.Revision
 		app.Status.ShortRevision = res.Revision[:min(12, len(res.Revision))]
@@ -174,13 +181,14 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 	return nil
 }
 
-// buildFailed reports a failed build. The same build is not retried (it
-// would fail the same way) until the spec changes; a failed refresh of a
-// moving ref is tried again after the interval.
+// buildFailed reports a failed build; the running Heroku release is left
+// as it is. A failed first build of a spec stalls (it would fail the same
+// way) until the spec changes or a reconcile request retries it; a failed
+// background build is tried again after the interval.
 func (r *HerokuNixAppReconciler) buildFailed(p *pass, want DesiredBuild, msg string) error {
 	setCondition(p.app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildFailed, msg)
 	err := fmt.Errorf("build %s failed; the running Heroku release is untouched: %s", want.Name, msg)
-	if want.Refresh {
+	if want.Background {
 		return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, RetryAfter: jitter(p.app.Spec.IntervalDuration())}
 	}
 	return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, Stalling: true}

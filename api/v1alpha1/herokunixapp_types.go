@@ -261,6 +261,9 @@ type BuildStatus struct {
 	StartTime *metav1.Time `json:"startTime,omitempty"`
 	// +optional
 	CompletionTime *metav1.Time `json:"completionTime,omitempty"`
+	// SucceededHash is the Hash of the build that made status.images.
+	// +optional
+	SucceededHash string `json:"succeededHash,omitempty"`
 	// Message is the end of the build log when the build failed.
 	// +optional
 	Message string `json:"message,omitempty"`

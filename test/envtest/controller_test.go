@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/test/herokustub"
 )
@@ -421,4 +422,39 @@ func TestAPIKeyAppearsNowhere(t *testing.T) {
 	if logs := h.logs.String(); logs == "" || strings.Contains(logs, h.key) {
 		t.Errorf("controller logs are empty (%d bytes) or contain the API key", len(logs))
 	}
+}
+
+func TestMovingRefIsRebuiltOnlyWhenItsRevisionChanged(t *testing.T) {
+	h := newHarness(t)
+	h.createSecret()
+	app, first := h.deployed("shop", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop?ref=main" })
+	firstJob := app.Status.Build.Job
+	before := len(h.stub.Releases(testHerokuApp))
+
+	// A refresh that finds the same revision: nothing is pushed or released,
+	// and the deployed release stays Ready while it runs.
+	h.requestReconcile(app)
+	refresh := h.buildJob(app)
+	if refresh.Name == firstJob {
+		t.Fatal("the refresh reused the first build's Job")
+	}
+	if ready := meta.FindStatusCondition(h.get(app).Status.Conditions, herokunixv1.ConditionReady); ready.Status != metav1.ConditionTrue {
+		t.Errorf("Ready went %s during a background refresh", ready.Status)
+	}
+	h.completeJob(refresh, &artifact.Result{Revision: first.Revision, LockedFlake: first.LockedFlake, Unchanged: true})
+	h.g.Eventually(func() *metav1.Time { return h.get(app).Status.Build.CompletionTime }).ShouldNot(BeNil())
+	if got := h.get(app); h.releasesMadeSince(before) != 0 || got.Status.Images["web"].ImageID != first.Images["web"].ImageID {
+		t.Errorf("an unchanged refresh released %d times or changed images to %+v", h.releasesMadeSince(before), got.Status.Images)
+	}
+
+	// A refresh that finds a new revision is released.
+	h.requestReconcile(app)
+	second := h.pushImages("web")
+	h.completeJob(h.buildJob(app), second)
+	h.g.Eventually(func() string {
+		rels := h.stub.Releases(testHerokuApp)
+		return rels[len(rels)-1].Images["web"]
+	}).WithTimeout(30 * time.Second).Should(Equal(second.Images["web"].ImageID))
+	h.g.Eventually(func() string { return h.get(app).Status.Revision }).Should(Equal(second.Revision))
+	h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
 }
