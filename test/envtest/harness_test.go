@@ -310,6 +310,24 @@ func (h *harness) events(app *herokunixv1.HerokuNixApp) []eventsv1.Event {
 	return out
 }
 
+// eventuallyEvents waits until events with every reason were recorded
+// (the recorder writes them asynchronously) and returns all of them.
+func (h *harness) eventuallyEvents(app *herokunixv1.HerokuNixApp, reasons ...string) []eventsv1.Event {
+	h.t.Helper()
+	var evs []eventsv1.Event
+	h.g.Eventually(func(g Gomega) {
+		evs = h.events(app)
+		seen := map[string]bool{}
+		for _, e := range evs {
+			seen[e.Reason] = true
+		}
+		for _, r := range reasons {
+			g.Expect(seen).To(HaveKey(r))
+		}
+	}).WithTimeout(30 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+	return evs
+}
+
 func (h *harness) writes() []herokustub.Call {
 	var out []herokustub.Call
 	for _, c := range h.stub.Calls() {
