@@ -41,6 +41,7 @@ type JobImages struct {
 
 const (
 	volWorkspace = "workspace"
+	volTmp       = "tmp"
 	volTools     = "tools"
 	volNixConf   = "nix-conf"
 	workspaceDir = "/workspace"
@@ -68,6 +69,9 @@ func desiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 	volumes := []corev1.Volume{
 		{Name: volWorkspace, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 		{Name: volTools, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		// The push container's root filesystem is read-only; compressed
+		// layers wait here until they are uploaded.
+		{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 	}
 	buildMounts := []corev1.VolumeMount{
 		{Name: volWorkspace, MountPath: workspaceDir},
@@ -144,11 +148,14 @@ func desiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 						},
 					},
 					Containers: []corev1.Container{{
-						Name:                     containerPush,
-						Image:                    images.Tools,
-						Args:                     pushArgs,
-						Env:                      pushEnv,
-						VolumeMounts:             []corev1.VolumeMount{{Name: volWorkspace, MountPath: workspaceDir, ReadOnly: true}},
+						Name:  containerPush,
+						Image: images.Tools,
+						Args:  pushArgs,
+						Env:   pushEnv,
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: volWorkspace, MountPath: workspaceDir, ReadOnly: true},
+							{Name: volTmp, MountPath: "/tmp"},
+						},
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
 							corev1.ResourceCPU:    resource.MustParse("250m"),

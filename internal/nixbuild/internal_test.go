@@ -260,10 +260,12 @@ func TestGlobalArgs(t *testing.T) {
 		want []string
 	}{
 		{Options{Offline: true, Substituters: []string{"https://c"}},
-			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""}},
+			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "sandbox", "false", "--option", "substituters", ""}},
 		{Options{Substituters: []string{"https://a", "https://b"}, TrustedPublicKeys: []string{"a:1"}},
-			[]string{"--extra-experimental-features", "nix-command flakes",
+			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "sandbox", "false",
 				"--option", "extra-substituters", "https://a https://b", "--option", "extra-trusted-public-keys", "a:1"}},
+		{Options{Sandbox: true, Offline: true},
+			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""}},
 	} {
 		if got := tc.opts.globalArgs(); !slices.Equal(got, tc.want) {
 			t.Errorf("globalArgs(%+v) = %q, want %q", tc.opts, got, tc.want)

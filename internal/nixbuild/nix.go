@@ -31,6 +31,9 @@ type Options struct {
 	// NixConfFile is an extra nix.conf (for example with access-tokens for
 	// private flakes), passed to Nix as NIX_USER_CONF_FILES.
 	NixConfFile string
+	// Sandbox builds in Nix's sandbox; off by default, since it needs
+	// privileges that pods usually lack.
+	Sandbox bool
 	// Offline turns every substituter off (--option substituters ''), so a
 	// build never reaches the network for binary caches.
 	Offline bool
@@ -82,6 +85,10 @@ func (o Options) nixBinary() string {
 // globalArgs are the arguments that come before every Nix subcommand.
 func (o Options) globalArgs() []string {
 	args := []string{"--extra-experimental-features", "nix-command flakes"}
+	if !o.Sandbox {
+		// The sandbox needs privileges (namespaces, mounts) pods lack.
+		args = append(args, "--option", "sandbox", "false")
+	}
 	if o.Offline {
 		args = append(args, "--option", "substituters", "")
 	} else {
