@@ -142,19 +142,25 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 	case err != nil:
 		markReconciling(app, herokunixv1.ReasonProgressing, "retrying: "+err.Error())
 	case p.suspended:
+		// A deployed app stays Ready while suspended (its release still
+		// runs), so kstatus sees it Current; one never deployed says why not.
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
-		setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended,
-			"reconciliation is suspended; Heroku keeps running what it runs")
+		if !meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionReady) {
+			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended,
+				"reconciliation is suspended before the first deploy")
+		}
 	case p.wait != nil:
 		markReconciling(app, p.wait.Reason, p.wait.Message)
 		res.RequeueAfter = p.wait.After
 	default:
-		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
-		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
 		if p.drift != "" {
-			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonDriftDetected, p.drift)
+			// Only a person can settle observed drift: Stalled (kstatus
+			// Failed), though the next resync still looks again.
+			markStalled(app, herokunixv1.ReasonDriftDetected, p.drift)
 		} else {
+			meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
+			meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
 			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
 		}
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())

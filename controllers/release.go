@@ -11,6 +11,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/heroku"
+	"github.com/herokunix/herokunix/internal/metrics"
 )
 
 const defaultReleasePoll = 10 * time.Second
@@ -90,9 +91,11 @@ func (r *HerokuNixAppReconciler) releaseStatus(p *pass) error {
 		p.wait = &wait{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
 		return nil
 	case heroku.ReleaseFailed:
+		metrics.ReleaseFinished(metrics.ResultFailed)
 		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonReleasePhaseFailed, "Release", "release %s failed its release phase", rel.Name)
 		return releasePhaseFailed(app)
 	}
+	metrics.ReleaseFinished(metrics.ResultSucceeded)
 	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionTrue, herokunixv1.ReasonReleased,
 		fmt.Sprintf("release %s of %s succeeded", rel.Name, app.Spec.AppName))
 	return nil

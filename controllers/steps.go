@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/metrics"
 )
 
 // reconcileFinalizer adds the finalizer that lets deletion apply the
@@ -158,6 +160,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return nil
 	case BuildFailed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+		metrics.BuildFinished(metrics.ResultFailed, buildDuration(app.Status.Build))
 		app.Status.Build.Message = truncate(state.Message, 2048)
 		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonBuildFailed, "Build", "build %s failed", want.Name)
 		return r.buildFailed(p, want, state.Message)
@@ -165,6 +168,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 
 	res := state.Result
 	app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+	metrics.BuildFinished(metrics.ResultSucceeded, buildDuration(app.Status.Build))
 	app.Status.Build.Message = ""
 	app.Status.Build.SucceededHash = want.SpecHash
 	if !res.Unchanged {
@@ -175,6 +179,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		for name, img := range res.Images {
 			app.Status.Images[name] = herokunixv1.ImageStatus{ImageID: img.ImageID, Digest: img.Digest}
 		}
+		metrics.Pushed(res.PushedBytes, res.SkippedBlobs)
 		r.event(app, corev1.EventTypeNormal, herokunixv1.ReasonBuildSucceeded, "Build", "built %s", res.LockedFlake)
 	}
 	setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionTrue, herokunixv1.ReasonBuildSucceeded, "built "+app.Status.LockedFlake)
@@ -192,6 +197,13 @@ func (r *HerokuNixAppReconciler) buildFailed(p *pass, want DesiredBuild, msg str
 		return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, RetryAfter: jitter(p.app.Spec.IntervalDuration())}
 	}
 	return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, Stalling: true}
+}
+
+func buildDuration(b *herokunixv1.BuildStatus) time.Duration {
+	if b.StartTime == nil || b.CompletionTime == nil {
+		return 0
+	}
+	return b.CompletionTime.Sub(b.StartTime.Time)
 }
 
 func (r *HerokuNixAppReconciler) event(app *herokunixv1.HerokuNixApp, typ, reason, action, format string, args ...any) {

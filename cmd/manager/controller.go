@@ -25,6 +25,7 @@ import (
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/localenv"
+	"github.com/herokunix/herokunix/internal/metrics"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 )
 
@@ -189,6 +190,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 				APIKey: key, BaseURL: f.herokuAPIURL, RegistryHost: f.registryHost,
 				RequestsPerHour: f.requestsPerHour, UserAgent: "herokunix/" + Version,
 				HTTPClient: &http.Client{Timeout: 30 * time.Second},
+				Observer:   metrics.HerokuObserver{},
 			})
 		}},
 	}

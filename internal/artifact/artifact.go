@@ -133,6 +133,10 @@ type Result struct {
 	Images      map[string]Image `json:"images,omitempty"`
 	// Unchanged: see Manifest.Unchanged.
 	Unchanged bool `json:"unchanged,omitempty"`
+	// PushedBytes and SkippedBlobs say what the push uploaded and what the
+	// registry had already (for metrics).
+	PushedBytes  int64 `json:"pushedBytes,omitempty"`
+	SkippedBlobs int   `json:"skippedBlobs,omitempty"`
 }
 
 // MaxResultSize is the kubelet's cap on a termination message.

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync/atomic"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -69,8 +71,11 @@ func push(ctx context.Context, images map[string]v1.Image, registryHost, app str
 
 // PushOptions tune PushWorkspace.
 type PushOptions struct {
-	// Remote are options for every registry request (auth, transport).
+	// Remote are options for every registry request (auth, …). Set the
+	// transport with Transport: the push wraps it to count what it sends.
 	Remote []remote.Option
+	// Transport is the HTTP transport (default remote.DefaultTransport).
+	Transport http.RoundTripper
 	// Insecure reaches the registry over plain HTTP (local and test
 	// registries).
 	Insecure bool
@@ -153,11 +158,51 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 			}
 		}
 	}
-	pushed, err := push(ctx, images, registryHost, app, nameOpts, opts.Remote)
+	base := opts.Transport
+	if base == nil {
+		base = remote.DefaultTransport
+	}
+	counted := &countingTransport{base: base}
+	pushed, err := push(ctx, images, registryHost, app, nameOpts, append(slices.Clone(opts.Remote), remote.WithTransport(counted)))
 	if err != nil {
 		return nil, err
 	}
-	return &artifact.Result{Revision: m.Revision, LockedFlake: m.LockedFlake, Images: pushed}, nil
+	return &artifact.Result{Revision: m.Revision, LockedFlake: m.LockedFlake, Images: pushed,
+		PushedBytes: counted.uploaded.Load(), SkippedBlobs: int(counted.present.Load())}, nil
+}
+
+// countingTransport counts what a push uploads (blob bytes) and which blobs
+// the registry already had (a HEAD answered 200), for metrics.
+type countingTransport struct {
+	base     http.RoundTripper
+	uploaded atomic.Int64
+	present  atomic.Int64
+}
+
+func (t *countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !strings.Contains(req.URL.Path, "/blobs/") {
+		return t.base.RoundTrip(req)
+	}
+	if req.Body != nil && (req.Method == http.MethodPatch || req.Method == http.MethodPut) {
+		req = req.Clone(req.Context())
+		req.Body = &countingBody{ReadCloser: req.Body, n: &t.uploaded}
+	}
+	resp, err := t.base.RoundTrip(req)
+	if err == nil && req.Method == http.MethodHead && resp.StatusCode == http.StatusOK {
+		t.present.Add(1)
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // previous fetches the image a process type runs now, or nil if there is

@@ -123,6 +123,13 @@ func build(t *testing.T, opts nixbuild.Options, flake string, p artifact.BuildPr
 // push runs pipeline.Push of a workspace and returns the pushed image.
 func push(t *testing.T, ws string, reg *testRegistry) artifact.Image {
 	t.Helper()
+	img, _ := pushCounted(t, ws, reg)
+	return img
+}
+
+// pushCounted is push that also returns what the push says it sent.
+func pushCounted(t *testing.T, ws string, reg *testRegistry) (artifact.Image, *artifact.Result) {
+	t.Helper()
 	start := time.Now()
 	res, err := pipeline.Push(t.Context(), ws, reg.host, app, image.PushOptions{TempDir: t.TempDir()})
 	if err != nil {
@@ -132,8 +139,8 @@ func push(t *testing.T, ws string, reg *testRegistry) artifact.Image {
 	if !ok || len(res.Images) != 1 {
 		t.Fatalf("push result %+v, want one image for %q", res, process)
 	}
-	t.Logf("pushed %s in %v", img.ImageID, time.Since(start).Round(time.Millisecond))
-	return img
+	t.Logf("pushed %s in %v (%d bytes, %d blobs present)", img.ImageID, time.Since(start).Round(time.Millisecond), res.PushedBytes, res.SkippedBlobs)
+	return img, res
 }
 
 // pull fetches the image back and checks that it is one Heroku accepts.
@@ -231,12 +238,18 @@ func TestBuildPushAndRun(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ws := build(t, opts, refs[tc.fixture], tc.process)
 			reg := newRegistry(t)
-			pushed := push(t, ws, reg)
+			pushed, first := pushCounted(t, ws, reg)
 			t.Logf("first push: %d blob upload requests", len(reg.takeUploads()))
+			if first.PushedBytes == 0 {
+				t.Error("the first push reports no bytes uploaded")
+			}
 
 			serve(t, pull(t, reg, pushed))
 
-			again := push(t, ws, reg)
+			again, second := pushCounted(t, ws, reg)
+			if second.PushedBytes != 0 {
+				t.Errorf("second push reports %d bytes uploaded, want 0", second.PushedBytes)
+			}
 			if again != pushed {
 				t.Errorf("second push gave %+v, first %+v", again, pushed)
 			}
