@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -50,6 +51,10 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	switch {
 	case jobHasCondition(&job, batchv1.JobComplete):
 		msg, err := j.terminationMessage(ctx, &job, containerPush)
+		if errors.Is(err, errNoMessage) {
+			// The pod is gone (evicted, collected): the result is lost.
+			return BuildState{Phase: BuildFailed, Message: err.Error()}, nil
+		}
 		if err != nil {
 			return BuildState{}, err
 		}
@@ -85,6 +90,8 @@ func (j *JobBuilder) CancelOthers(ctx context.Context, app *herokunixv1.HerokuNi
 	return nil
 }
 
+var errNoMessage = errors.New("no termination message")
+
 func jobHasCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
 	for _, c := range job.Status.Conditions {
 		if c.Type == t && c.Status == corev1.ConditionTrue {
@@ -97,7 +104,9 @@ func jobHasCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
 // jobPods lists the pods a Job made.
 func (j *JobBuilder) jobPods(ctx context.Context, job *batchv1.Job) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	if err := j.Client.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.JobNameLabel: job.Name}); err != nil {
+	// By the Job's UID: a pod left from an earlier Job of the same name
+	// must not answer for this one.
+	if err := j.Client.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
 		return nil, fmt.Errorf("listing pods of build job %s: %w", job.Name, err)
 	}
 	return pods.Items, nil
@@ -117,7 +126,7 @@ func (j *JobBuilder) terminationMessage(ctx context.Context, job *batchv1.Job, c
 			}
 		}
 	}
-	return "", fmt.Errorf("build job %s completed but its %s container left no termination message", job.Name, container)
+	return "", fmt.Errorf("build job %s completed but its %s container's result is gone: %w", job.Name, container, errNoMessage)
 }
 
 // failureMessage explains a failed Job: the failing container's last log

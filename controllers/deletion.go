@@ -30,7 +30,11 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 		p.deleted = true
 		return nil
 	}
-	if app.Spec.DeletionPolicy == herokunixv1.DeletionPolicyScaleToZero && !app.Spec.Suspend {
+	owns, err := r.ownsHerokuApp(ctx, app)
+	if err != nil {
+		return err
+	}
+	if app.Spec.DeletionPolicy == herokunixv1.DeletionPolicyScaleToZero && !app.Spec.Suspend && owns {
 		if err := r.scaleToZero(ctx, app); err != nil {
 			if errors.Is(err, heroku.ErrNotFound) {
 				r.event(app, corev1.EventTypeNormal, herokunixv1.ReasonDeleting, "Delete", "Heroku app %s is gone; nothing to scale", app.Spec.AppName)
@@ -50,6 +54,22 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 	}
 	p.deleted = true
 	return nil
+}
+
+// ownsHerokuApp says whether deleting app may scale its Heroku app: only
+// when it released there and no older resource deploys that app (deleting
+// the younger of two, or one that never deployed, must not stop the other's
+// dynos).
+func (r *HerokuNixAppReconciler) ownsHerokuApp(ctx context.Context, app *herokunixv1.HerokuNixApp) (bool, error) {
+	if app.Status.Release == nil {
+		return false, nil
+	}
+	var same herokunixv1.HerokuNixAppList
+	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: app.Spec.AppName}); err != nil {
+		return false, fmt.Errorf("listing resources for app %s: %w", app.Spec.AppName, err)
+	}
+	owner := oldest(same.Items, app.UID)
+	return owner == nil || owner.UID == app.UID, nil
 }
 
 // scaleToZero sets every process type of the app to zero dynos.

@@ -67,7 +67,10 @@ func desiredBuild(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh boo
 	// A new build of the same spec is named after the one it follows, so
 	// each is a Job of its own and none is run twice.
 	next := buildName(app.Name, hashOf(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
-	due := d.Background && isMovingRef(app.Spec.Flake) && now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
+	// A moving ref is looked at again once the interval has passed: to
+	// refresh deployed images, or because a failed build may have a fix
+	// upstream by now.
+	due := (d.Background || last.Message != "") && isMovingRef(app.Spec.Flake) && now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
 	switch {
 	case forceRefresh && (last.Message != "" || (d.Background && isMovingRef(app.Spec.Flake))), due:
 		d.Name = next

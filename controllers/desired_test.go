@@ -132,13 +132,23 @@ func TestPinnedRefsAreNeverRefreshed(t *testing.T) {
 	}
 }
 
-func TestFailedBuildsAreRetriedOnlyWhenAsked(t *testing.T) {
+func TestFailedBuildsAreRetriedWhenAskedOrWhenAMovingRefMayHaveMoved(t *testing.T) {
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
+	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
 	first := desiredBuild(app, done, false)
 	built(app, first.Name, done, true)
 	if b := desiredBuild(app, done.Add(time.Hour), false); b.Name != first.Name || b.Background {
-		t.Errorf("a failed first build was retried unasked or in the background: %+v", b)
+		t.Errorf("a failed build of a pinned ref was retried unasked or in the background: %+v", b)
+	}
+	moving := testApp()
+	mfirst := desiredBuild(moving, done, false)
+	built(moving, mfirst.Name, done, true)
+	if b := desiredBuild(moving, done.Add(5*time.Minute), false); b.Name != mfirst.Name {
+		t.Errorf("a failed build of a moving ref was retried before the interval: %+v", b)
+	}
+	if b := desiredBuild(moving, done.Add(time.Hour), false); b.Name == mfirst.Name || b.Background {
+		t.Errorf("a failed build of a moving ref was not retried in the foreground after the interval: %+v", b)
 	}
 	retry := desiredBuild(app, done.Add(time.Hour), true)
 	if retry.Name == first.Name || retry.Background {

@@ -61,6 +61,8 @@ type pass struct {
 	deleted bool
 	// forceRefresh asks for a re-resolution of a moving ref now.
 	forceRefresh bool
+	// request is a new reconcile-now annotation value this pass handles.
+	request string
 	// drift, when set, says Heroku runs a release this resource did not make
 	// and the resource only observes (driftPolicy: Observe).
 	drift string
@@ -133,6 +135,9 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 	switch {
 	case errors.As(err, &se) && se.Stalling:
 		markStalled(app, se.Reason, se.Error())
+		// Watches bring most fixes (spec, Secret); what changes on Heroku's
+		// side (stack, app, key) or upstream (a moving ref) is seen on resync.
+		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 		err = nil
 	case errors.As(err, &se):
 		markReconciling(app, se.Reason, "retrying: "+se.Error())
@@ -166,6 +171,10 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 	}
 	app.Status.ObservedGeneration = app.Generation
+	if err == nil && p.request != "" {
+		// Recorded only once handled, so a failed pass does not lose it.
+		app.Status.LastHandledReconcileAt = p.request
+	}
 
 	r.eventOnReadyChange(before, app)
 	if perr := r.Status().Patch(ctx, app, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {

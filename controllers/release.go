@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -60,12 +62,17 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 	if err != nil {
 		return r.releaseError(app, herokuError("releasing images", err))
 	}
-	if !released {
+	if rel == nil {
 		return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed,
-			Err: fmt.Errorf("Heroku accepted the images but made no new release (latest is v%d)", rel.Version), RetryAfter: time.Minute})
+			Err: fmt.Errorf("Heroku accepted the images but lists no release"), RetryAfter: time.Minute})
 	}
+	// Heroku ignores a release of the images it already runs. Then the
+	// latest release is the one that runs them: adopt it. This also makes a
+	// repeated release (after a lost answer, or from a stale cache) harmless.
 	app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: images}
-	r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
+	if released {
+		r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
+	}
 	return r.releaseStatus(p)
 }
 
@@ -116,27 +123,48 @@ func (r *HerokuNixAppReconciler) releaseError(app *herokunixv1.HerokuNixApp, err
 }
 
 // checkDrift compares Heroku's latest release with the one this resource
-// made. Someone else released: correct it (release again) or, with
-// driftPolicy Observe, report it.
+// made. A newer release may carry other images (someone deployed or rolled
+// back) or only a config change. With driftPolicy Correct the built images
+// are released again: Heroku ignores that when it runs them already, and
+// the newer release is adopted. With Observe, a newer image release is
+// reported (its description says "Deployed …" or "Rollback …"); a config
+// release is adopted.
 func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
 	app := p.app
 	cur, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
 	if err != nil {
 		return r.releaseError(app, herokuError("reading the current release", err))
 	}
-	if cur == nil || cur.ID == app.Status.Release.ID {
+	if cur == nil || cur.ID == app.Status.Release.ID || cur.Version < app.Status.Release.Version {
 		return nil
 	}
-	msg := fmt.Sprintf("Heroku runs %s, which this resource did not make (it made %s)", releaseName(cur.Version), app.Status.Release.Name)
-	if app.Spec.DriftPolicy == herokunixv1.DriftPolicyObserve {
-		if p.drift == "" {
-			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Observe", "%s", msg)
+	if app.Spec.DriftPolicy != herokunixv1.DriftPolicyObserve {
+		if err := r.release(ctx, p, want); err != nil {
+			return err
 		}
-		p.drift = msg
+		if app.Status.Release.Version > cur.Version {
+			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct",
+				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(cur.Version), cur.Description, app.Status.Release.Name)
+		}
 		return nil
 	}
-	r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct", "%s; releasing the built images again", msg)
-	return r.release(ctx, p, want)
+	if !changesImages(cur.Description) {
+		app.Status.Release = &herokunixv1.ReleaseStatus{ID: cur.ID, Version: cur.Version, Name: releaseName(cur.Version), Status: cur.Status, Images: want}
+		return nil
+	}
+	msg := fmt.Sprintf("Heroku runs %s (%q), which this resource did not make (it made %s)", releaseName(cur.Version), cur.Description, app.Status.Release.Name)
+	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionStalled); c == nil || c.Reason != herokunixv1.ReasonDriftDetected {
+		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Observe", "%s", msg)
+	}
+	p.drift = msg
+	return nil
+}
+
+// changesImages says whether a release, by Heroku's description of it,
+// may run other images: image deploys and rollbacks do; config var and
+// add-on releases do not.
+func changesImages(description string) bool {
+	return strings.HasPrefix(description, "Deployed") || strings.HasPrefix(description, "Rollback")
 }
 
 func releaseName(version int) string { return fmt.Sprintf("v%d", version) }

@@ -5,8 +5,10 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -23,6 +25,15 @@ const (
 	indexAppName    = "spec.appName"
 	indexSecretName = "spec.credentialsSecretRef.name"
 )
+
+// CacheOptions keep the manager's cache to what the controller needs: of
+// all Pods, only those of build Jobs.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}:  {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: managedBy})},
+		&batchv1.Job{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: managedBy})},
+	}}
+}
 
 // Options tune the controller.
 type Options struct {

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -38,11 +39,11 @@ func (r *HerokuNixAppReconciler) reconcileSuspend(_ context.Context, p *pass) er
 }
 
 // reconcileRequest handles the reconcile-now annotation: a new value forces
-// a re-resolution of a moving ref, and is recorded as handled.
+// a re-resolution of a moving ref (or a retry of a failed build), and is
+// recorded as handled when the pass ends without error.
 func (r *HerokuNixAppReconciler) reconcileRequest(_ context.Context, p *pass) error {
 	if v, ok := p.app.Annotations[herokunixv1.ReconcileRequestAnnotation]; ok && v != p.app.Status.LastHandledReconcileAt {
-		p.forceRefresh = true
-		p.app.Status.LastHandledReconcileAt = v
+		p.forceRefresh, p.request = true, v
 	}
 	return nil
 }
@@ -54,7 +55,7 @@ func (r *HerokuNixAppReconciler) reconcileConflict(ctx context.Context, p *pass)
 	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: p.app.Spec.AppName}); err != nil {
 		return fmt.Errorf("listing resources for app %s: %w", p.app.Spec.AppName, err)
 	}
-	if owner := oldest(same.Items); owner != nil && owner.UID != p.app.UID {
+	if owner := oldest(same.Items, p.app.UID); owner != nil && owner.UID != p.app.UID {
 		return stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is already deployed by HerokuNixApp %s/%s; delete one of them",
 			p.app.Spec.AppName, owner.Namespace, owner.Name)
 	}
@@ -62,11 +63,11 @@ func (r *HerokuNixAppReconciler) reconcileConflict(ctx context.Context, p *pass)
 }
 
 // oldest picks the resource that owns an app: the first created (ties by
-// namespace/name), ignoring ones being deleted.
-func oldest(apps []herokunixv1.HerokuNixApp) *herokunixv1.HerokuNixApp {
+// namespace/name), ignoring ones being deleted other than asking.
+func oldest(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.HerokuNixApp {
 	live := make([]*herokunixv1.HerokuNixApp, 0, len(apps))
 	for i := range apps {
-		if apps[i].DeletionTimestamp == nil {
+		if apps[i].DeletionTimestamp == nil || apps[i].UID == asking {
 			live = append(live, &apps[i])
 		}
 	}

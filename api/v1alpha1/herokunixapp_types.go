@@ -285,6 +285,7 @@ type ReleaseStatus struct {
 
 // HerokuNixApp deploys a Nix flake to a Heroku app as container images.
 // +kubebuilder:object:root=true
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it labels the resource's build Jobs"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=hna,categories=herokunix
 // +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appName`

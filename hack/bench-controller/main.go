@@ -48,6 +48,7 @@ import (
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/test/herokustub"
+	"github.com/herokunix/herokunix/test/kubelet"
 )
 
 func main() {
@@ -116,7 +117,7 @@ func run(n, concurrency int) error {
 	}
 	stub.ResetCalls()
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		return err
 	}
@@ -251,33 +252,10 @@ func playKubelet(ctx context.Context, c client.Client, results []*artifact.Resul
 			if _, err := fmt.Sscanf(job.Labels[controllers.LabelApp], "app-%04d", &idx); err != nil {
 				continue
 			}
-			_ = completeJob(ctx, c, job, results[idx])
+			_ = kubelet.CompleteJob(ctx, c, job, results[idx])
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func completeJob(ctx context.Context, c client.Client, job *batchv1.Job, res *artifact.Result) error {
-	msg, err := res.Encode()
-	if err != nil {
-		return err
-	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-pod", Namespace: job.Namespace, Labels: map[string]string{batchv1.JobNameLabel: job.Name}}, Spec: job.Spec.Template.Spec}
-	if err := c.Create(ctx, pod); err != nil {
-		return err
-	}
-	pod.Status.Phase = corev1.PodSucceeded
-	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "push", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: string(msg)}}}}
-	if err := c.Status().Update(ctx, pod); err != nil {
-		return err
-	}
-	now := metav1.Now()
-	job.Status.StartTime, job.Status.CompletionTime, job.Status.Succeeded = &now, &now, 1
-	job.Status.Conditions = []batchv1.JobCondition{
-		{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now},
-	}
-	return c.Status().Update(ctx, job)
 }
 
 func dockerImage() (v1.Image, error) {

@@ -40,6 +40,7 @@ import (
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/test/herokustub"
+	"github.com/herokunix/herokunix/test/kubelet"
 )
 
 const testHerokuApp = "acme-shop"
@@ -81,7 +82,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		Logger:                 logger,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{h.ns: {}}},
+		Cache:                  namespaced(controllers.CacheOptions(), h.ns),
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
@@ -228,56 +229,16 @@ func (h *harness) pushImages(processes ...string) *artifact.Result {
 	return &artifact.Result{Revision: rev, LockedFlake: "github:acme/shop/" + rev, Images: out}
 }
 
-// completeJob plays the kubelet and the Job controller: a pod whose push
-// container terminated with the result as its message, and the Job Complete.
+// completeJob ends a build Job as the kubelet would after a real push.
 func (h *harness) completeJob(job *batchv1.Job, res *artifact.Result) {
 	h.t.Helper()
-	msg, err := res.Encode()
-	h.g.Expect(err).NotTo(HaveOccurred())
-	h.finishJob(job, true, corev1.ContainerStatus{Name: "push", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0, Message: string(msg)}}})
+	h.g.Expect(kubelet.CompleteJob(h.ctx, k8sClient, job, res)).To(Succeed())
 }
 
-// failJob ends a Job with the build container failed, its termination
-// message holding the end of its log (FallbackToLogsOnError).
+// failJob ends a build Job with its build container failed.
 func (h *harness) failJob(job *batchv1.Job, log string) {
 	h.t.Helper()
-	h.finishJob(job, false, corev1.ContainerStatus{Name: "build", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: log}}})
-}
-
-func (h *harness) finishJob(job *batchv1.Job, ok bool, cs corev1.ContainerStatus) {
-	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-pod", Namespace: job.Namespace, Labels: map[string]string{batchv1.JobNameLabel: job.Name}},
-		Spec:       job.Spec.Template.Spec,
-	}
-	h.g.Expect(k8sClient.Create(h.ctx, pod)).To(Succeed())
-	pod.Status.Phase = corev1.PodSucceeded
-	if !ok {
-		pod.Status.Phase = corev1.PodFailed
-	}
-	if cs.Name == "build" {
-		pod.Status.InitContainerStatuses = []corev1.ContainerStatus{cs}
-	} else {
-		pod.Status.ContainerStatuses = []corev1.ContainerStatus{cs}
-	}
-	h.g.Expect(k8sClient.Status().Update(h.ctx, pod)).To(Succeed())
-
-	now := metav1.Now()
-	job.Status.StartTime = &now
-	if ok {
-		job.Status.Succeeded = 1
-		job.Status.CompletionTime = &now
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
-			{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now},
-		}
-	} else {
-		job.Status.Failed = 1
-		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
-			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
-		}
-	}
-	h.g.Expect(k8sClient.Status().Update(h.ctx, job)).To(Succeed())
+	h.g.Expect(kubelet.FailJob(h.ctx, k8sClient, job, log)).To(Succeed())
 }
 
 // deployed runs a first deploy to Ready and returns the result built.
@@ -382,3 +343,10 @@ func (b *syncBuffer) String() string {
 }
 
 func (h *harness) apiURL() string { return h.herokuURL }
+
+// namespaced limits a manager's cache to one namespace, so each test's
+// controller sees only its own objects.
+func namespaced(o cache.Options, ns string) cache.Options {
+	o.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	return o
+}

@@ -2,6 +2,7 @@ package envtest
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,7 +97,7 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			app := validApp(ns)
-			app.Name = "invalid-" + strings.Repeat("x", i%3) + string(rune('a'+i))
+			app.Name = fmt.Sprintf("invalid-%d", i)
 			tc.mutate(app)
 			err := k8sClient.Create(context.Background(), app)
 			if err == nil {
@@ -106,6 +107,15 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 				t.Errorf("error does not name %s:\n%v", tc.field, err)
 			}
 		})
+	}
+}
+
+func TestNamesThatCannotLabelABuildJobAreRefused(t *testing.T) {
+	app := validApp(newNamespace(t))
+	app.Name = strings.Repeat("a", 64)
+	err := k8sClient.Create(context.Background(), app)
+	if err == nil || !strings.Contains(err.Error(), "metadata.name must be at most 63 characters") {
+		t.Fatalf("a 64-character name: got %v, want a refusal", err)
 	}
 }
 

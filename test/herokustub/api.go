@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"mime"
 	"net"
 	"net/http"
@@ -120,6 +122,8 @@ func (s *Server) newAPIHandler() http.Handler {
 	mux.HandleFunc("GET /apps/{app}/formation/{type}", s.getFormation)
 	mux.HandleFunc("PATCH /apps/{app}/formation", s.patchFormation)
 	mux.HandleFunc("GET /account/rate-limits", s.getRateLimits)
+	mux.HandleFunc("GET /apps/{app}/config-vars", s.getConfigVars)
+	mux.HandleFunc("PATCH /apps/{app}/config-vars", s.patchConfigVars)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusNotFound, "not_found", notFoundRouteMsg)
 	})
@@ -540,6 +544,18 @@ func (s *Server) dockerRelease(w http.ResponseWriter, a *app, updates []formatio
 	for _, t := range types {
 		parts = append(parts, fmt.Sprintf("%s (%s)", t, strings.TrimPrefix(images[t], "sha256:")[:12]))
 	}
+	// Heroku ignores a release of the images the current release already
+	// runs: no new release, the formation answered as it is.
+	if cur := currentRelease(a); cur != nil && maps.Equal(cur.Images, images) {
+		out := []hk.Formation{}
+		for _, t := range types {
+			if f := a.formation[t]; f != nil {
+				out = append(out, formationJSON(a, f))
+			}
+		}
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
 	desc := "Deployed " + strings.Join(parts, ", ")
 	status := "succeeded"
 	if _, ok := images["release"]; ok {
@@ -588,6 +604,70 @@ func (s *Server) scale(w http.ResponseWriter, a *app, updates []formationUpdate)
 		out = append(out, formationJSON(a, f))
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// currentRelease is the release the app runs, or nil.
+func currentRelease(a *app) *Release {
+	for i := len(a.releases) - 1; i >= 0; i-- {
+		if a.releases[i].Current {
+			return a.releases[i]
+		}
+	}
+	return nil
+}
+
+func (s *Server) getConfigVars(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupApp(w, r)
+	if a == nil {
+		return
+	}
+	writeJSON(w, http.StatusOK, a.configVars)
+}
+
+// patchConfigVars sets (or, with null, removes) config vars. Like Heroku,
+// every change makes a new release that runs the current images.
+func (s *Server) patchConfigVars(w http.ResponseWriter, r *http.Request) {
+	var body map[string]*string
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil || len(body) == 0 {
+		writeAPIError(w, http.StatusBadRequest, "bad_request", "Invalid JSON in the request body.")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.lookupApp(w, r)
+	if a == nil {
+		return
+	}
+	if a.configVars == nil {
+		a.configVars = map[string]string{}
+	}
+	var set, removed []string
+	for k, v := range body {
+		if v == nil {
+			delete(a.configVars, k)
+			removed = append(removed, k)
+		} else {
+			a.configVars[k] = *v
+			set = append(set, k)
+		}
+	}
+	sort.Strings(set)
+	sort.Strings(removed)
+	var desc string
+	switch {
+	case len(set) > 0:
+		desc = "Set " + strings.Join(set, ", ") + " config vars"
+	default:
+		desc = "Remove " + strings.Join(removed, ", ") + " config vars"
+	}
+	var images map[string]string
+	if cur := currentRelease(a); cur != nil {
+		images = cur.Images
+	}
+	s.addRelease(a, desc, images, "succeeded")
+	writeJSON(w, http.StatusOK, a.configVars)
 }
 
 func (s *Server) getRateLimits(w http.ResponseWriter, r *http.Request) {

@@ -94,6 +94,7 @@ type app struct {
 	releasedAt        *time.Time
 	releases          []*Release
 	formation         map[string]*Formation
+	configVars        map[string]string
 }
 
 // Server is the stand-in. All methods are safe for concurrent use.

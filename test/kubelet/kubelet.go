@@ -1,0 +1,89 @@
+// Package kubelet plays the kubelet and the Job controller for tests and
+// benchmarks that run against an API server with neither: it finishes a
+// build Job the way they would, with a pod whose containers terminated
+// with the given messages.
+package kubelet
+
+import (
+	"context"
+	"fmt"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/herokunix/herokunix/internal/artifact"
+)
+
+// CompleteJob ends job successfully: its push container wrote res to its
+// termination message.
+func CompleteJob(ctx context.Context, c client.Client, job *batchv1.Job, res *artifact.Result) error {
+	msg, err := res.Encode()
+	if err != nil {
+		return err
+	}
+	return finish(ctx, c, job, true, corev1.ContainerStatus{Name: "push",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Message: string(msg)}}})
+}
+
+// FailJob ends job with its build container failed; log stands for the
+// end of its log (a termination message falls back to it on error).
+func FailJob(ctx context.Context, c client.Client, job *batchv1.Job, log string) error {
+	return finish(ctx, c, job, false, corev1.ContainerStatus{Name: "build",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: log}}})
+}
+
+func finish(ctx context.Context, c client.Client, job *batchv1.Job, ok bool, cs corev1.ContainerStatus) error {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-pod", Namespace: job.Namespace, Labels: podLabels(job)},
+		Spec:       job.Spec.Template.Spec,
+	}
+	if err := c.Create(ctx, pod); err != nil {
+		return fmt.Errorf("creating the build pod: %w", err)
+	}
+	pod.Status.Phase = corev1.PodSucceeded
+	if !ok {
+		pod.Status.Phase = corev1.PodFailed
+	}
+	if cs.Name == "push" {
+		pod.Status.ContainerStatuses = []corev1.ContainerStatus{cs}
+	} else {
+		pod.Status.InitContainerStatuses = []corev1.ContainerStatus{cs}
+	}
+	if err := c.Status().Update(ctx, pod); err != nil {
+		return fmt.Errorf("ending the build pod: %w", err)
+	}
+
+	// The Job status rules (Kubernetes 1.31+) want SuccessCriteriaMet or
+	// FailureTarget before Complete or Failed.
+	now := metav1.Now()
+	job.Status.StartTime = &now
+	if ok {
+		job.Status.Succeeded, job.Status.CompletionTime = 1, &now
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobSuccessCriteriaMet, Status: corev1.ConditionTrue, LastTransitionTime: now},
+			{Type: batchv1.JobComplete, Status: corev1.ConditionTrue, LastTransitionTime: now},
+		}
+	} else {
+		job.Status.Failed = 1
+		job.Status.Conditions = []batchv1.JobCondition{
+			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
+			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
+		}
+	}
+	if err := c.Status().Update(ctx, job); err != nil {
+		return fmt.Errorf("ending the build job: %w", err)
+	}
+	return nil
+}
+
+// podLabels are the labels the Job controller gives a Job's pod: the
+// template's, plus the Job's name and UID.
+func podLabels(job *batchv1.Job) map[string]string {
+	l := map[string]string{batchv1.JobNameLabel: job.Name, batchv1.ControllerUidLabel: string(job.UID)}
+	for k, v := range job.Spec.Template.Labels {
+		l[k] = v
+	}
+	return l
+}
