@@ -54,7 +54,7 @@ func runController(args []string) error {
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 disables)")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader, so only one replica reconciles")
-	fs.StringVar(&f.builder, "builder", "job", "where builds run: job (a Kubernetes Job) or local (this process, needs Nix)")
+	fs.StringVar(&f.builder, "builder", "job", "where builds run: job (a Kubernetes Job) or local (this process, needs Nix; flake builds then run with this process's privileges, so use it only for trusted flakes)")
 	fs.IntVar(&f.concurrency, "concurrency", 4, "resources reconciled at once")
 	fs.StringVar(&f.herokuAPIURL, "heroku-api-url", "https://api.heroku.com", "Heroku Platform API")
 	fs.StringVar(&f.registryHost, "heroku-registry", "registry.heroku.com", "Heroku container registry host")
@@ -100,6 +100,9 @@ func runController(args []string) error {
 		return err
 	}
 	if env == nil {
+		if f.builder == "local" {
+			log.Info("WARNING: the local builder runs flake builds in this process, with its service account and its Heroku keys in reach; use it only for trusted flakes")
+		}
 		log.Info("starting manager", "version", Version, "builder", f.builder)
 		return mgr.Start(ctx)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -128,7 +129,10 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 			if p.Archive == "" {
 				return nil, fmt.Errorf("process %q: docker-archive output names no archive", pt)
 			}
-			img, err = readDockerArchiveFile(filepath.Join(workspace, p.Archive), opts.Limits, opts.TempDir)
+			var archive string
+			if archive, err = workspaceFile(workspace, p.Archive); err == nil {
+				img, err = readDockerArchiveFile(archive, opts.Limits, opts.TempDir)
+			}
 		case artifact.KindNix2Container, artifact.KindClosure:
 			prev, perr := previous(ref, ropts)
 			if perr != nil {
@@ -140,7 +144,10 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 				if p.Nix2ContainerJSON == "" {
 					return nil, fmt.Errorf("process %q: nix2container output names no image JSON", pt)
 				}
-				img, stats, err = buildNix2Container(filepath.Join(workspace, p.Nix2ContainerJSON), storeRoot, prev, opts.Limits, opts.TempDir)
+				var doc string
+				if doc, err = workspaceFile(workspace, p.Nix2ContainerJSON); err == nil {
+					img, stats, err = buildNix2Container(doc, storeRoot, prev, opts.Limits, opts.TempDir)
+				}
 			}
 		default:
 			return nil, fmt.Errorf("process %q: unknown output kind %q", pt, p.Kind)
@@ -203,6 +210,26 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n.Add(int64(n))
 	return n, err
+}
+
+// workspaceFile is the path of a file the build left in the workspace,
+// refused unless it is a regular file inside it: the build ran user code,
+// and must not make the push (which holds the key) read anything else,
+// such as /proc/self/environ through a symlink.
+func workspaceFile(workspace, rel string) (string, error) {
+	root, err := os.OpenRoot(workspace)
+	if err != nil {
+		return "", fmt.Errorf("opening the workspace: %w", err)
+	}
+	defer root.Close()
+	fi, err := root.Lstat(rel)
+	if err != nil {
+		return "", fmt.Errorf("build output %s: %w", rel, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("build output %s is a %s, not a regular file", rel, fi.Mode().Type())
+	}
+	return filepath.Join(workspace, rel), nil
 }
 
 // previous fetches the image a process type runs now, or nil if there is

@@ -272,3 +272,18 @@ func TestGlobalArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestNixGetsNoCredentialsFromTheEnvironment(t *testing.T) {
+	t.Setenv("HEROKU_API_KEY", "secret")
+	t.Setenv("KUBECONFIG", "/root/.kube/config")
+	t.Setenv("NIX_REMOTE", "daemon")
+	env := Options{NixConfFile: "/etc/extra.conf"}.env()
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "HEROKU_API_KEY=") || strings.HasPrefix(kv, "KUBECONFIG=") {
+			t.Errorf("Nix would see %s", kv)
+		}
+	}
+	if !slices.Contains(env, "NIX_REMOTE=daemon") || !slices.Contains(env, "NIX_USER_CONF_FILES=/etc/extra.conf") {
+		t.Errorf("Nix's own settings were dropped: %v", env)
+	}
+}

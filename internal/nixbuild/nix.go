@@ -102,8 +102,24 @@ func (o Options) globalArgs() []string {
 	return args
 }
 
+// passedEnv are the variables Nix gets from the caller's environment; the
+// rest (credentials such as HEROKU_API_KEY or KUBECONFIG among them) stay
+// out of reach of the builds of user flakes.
+var passedEnv = map[string]bool{
+	"PATH": true, "HOME": true, "USER": true, "LOGNAME": true, "TMPDIR": true, "TZ": true,
+	"LANG": true, "LC_ALL": true, "SSL_CERT_FILE": true, "NIX_SSL_CERT_FILE": true,
+	"XDG_CACHE_HOME": true, "XDG_CONFIG_HOME": true, "XDG_DATA_HOME": true,
+	"http_proxy": true, "https_proxy": true, "no_proxy": true, "HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true,
+}
+
 func (o Options) env() []string {
-	env := os.Environ()
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if passedEnv[k] || strings.HasPrefix(k, "NIX_") {
+			env = append(env, kv)
+		}
+	}
 	if o.NixConfFile != "" {
 		env = append(env, "NIX_USER_CONF_FILES="+o.NixConfFile)
 	}

@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,6 +60,9 @@ type harness struct {
 	herokuURL    string
 	logs         *syncBuffer
 	reconciler   *controllers.HerokuNixAppReconciler
+	// api is the Platform API handler the controller talks to: the
+	// stand-in, or a test's wrapper of it.
+	api atomic.Value
 }
 
 type harnessOption func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options)
@@ -69,7 +74,10 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	h := &harness{t: t, g: NewWithT(t), ns: newNamespace(t), key: "hkkey-" + hex.EncodeToString(b), logs: &syncBuffer{}}
 	h.stub = herokustub.New(herokustub.Options{APIKey: h.key})
 	h.stub.CreateApp(testHerokuApp, "container")
-	api := httptest.NewServer(h.stub.APIHandler())
+	h.api.Store(h.stub.APIHandler())
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.api.Load().(http.Handler).ServeHTTP(w, r)
+	}))
 	reg := httptest.NewServer(h.stub.RegistryHandler())
 	t.Cleanup(func() { h.stub.Close(); api.Close(); reg.Close() })
 	h.registryHost = strings.TrimPrefix(reg.URL, "http://")
@@ -349,4 +357,23 @@ func (h *harness) apiURL() string { return h.herokuURL }
 func namespaced(o cache.Options, ns string) cache.Options {
 	o.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	return o
+}
+
+// loseAnswersAfterRelease makes the Platform API drop the answer to the
+// first request after a formation PATCH, as a network that fails at the
+// wrong moment would: the release happened, but the controller cannot see it.
+func (h *harness) loseAnswersAfterRelease() {
+	var patched, lost atomic.Bool
+	stub := h.stub.APIHandler()
+	h.api.Store(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if patched.Load() && lost.CompareAndSwap(false, true) {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, `{"id":"unavailable","message":"lost"}`, http.StatusServiceUnavailable)
+			return
+		}
+		stub.ServeHTTP(w, r)
+		if r.Method == http.MethodPatch && strings.HasSuffix(r.URL.Path, "/formation") {
+			patched.Store(true)
+		}
+	}))
 }
