@@ -21,6 +21,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,6 +37,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/kubetable"
+	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
 	"github.com/herokunix/herokunix/test/herokustub"
 )
@@ -210,6 +214,42 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	}
 	cur := rels[len(rels)-1]
 	fmt.Fprintf(out, "\nHeroku stand-in: app %s runs release v%d (%s), images %v\n", app.Spec.AppName, cur.Version, cur.Status, cur.Images)
+	return e.runWebDyno(ctx, out, &app)
+}
+
+// runWebDyno does what Heroku would do with the release: pull the web
+// image from the registry and start it with $PORT, then asks it for "/".
+func (e *Env) runWebDyno(ctx context.Context, out io.Writer, app *herokunixv1.HerokuNixApp) error {
+	web, ok := app.Status.Images["web"]
+	if !ok {
+		return nil
+	}
+	ref, err := name.ParseReference(e.RegistryHost + "/" + app.Spec.AppName + "/web@" + web.Digest)
+	if err != nil {
+		return err
+	}
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: "_", Password: e.apiKey}))
+	if err != nil {
+		return fmt.Errorf("pulling the released web image: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "herokunix-dyno-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	d, err := dyno.Start(ctx, img, dir, nil)
+	if err != nil {
+		return fmt.Errorf("starting the web dyno: %w", err)
+	}
+	defer d.Stop()
+	if err := d.WaitReady(ctx); err != nil {
+		return err
+	}
+	body, err := d.Get(ctx, "/")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "web dyno (image %s, run locally with PORT set): GET / -> %q\n", web.ImageID, body)
 	return nil
 }
 

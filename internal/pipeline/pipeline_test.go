@@ -200,17 +200,9 @@ func serve(t *testing.T, img v1.Image) {
 	if err := d.WaitReady(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(d.URL() + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != http.StatusOK || string(body) != fixtures.ServerGreeting {
-		t.Errorf("GET / = %d %q, want 200 %q\ndyno output:\n%s", resp.StatusCode, body, fixtures.ServerGreeting, d.Output())
+	body, err := d.Get(t.Context(), "/")
+	if err != nil || body != fixtures.ServerGreeting {
+		t.Errorf("GET / = %q, %v; want %q\ndyno output:\n%s", body, err, fixtures.ServerGreeting, d.Output())
 	}
 }
 

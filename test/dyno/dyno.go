@@ -173,6 +173,28 @@ func (d *Dyno) WaitReady(ctx context.Context) error {
 	}
 }
 
+// Get requests path from the dyno, as a router would, and returns the
+// answer's body (it must be 200 OK).
+func (d *Dyno) Get(ctx context.Context, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.url+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return "", fmt.Errorf("GET %s: %w", path, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET %s: %s: %s", path, resp.Status, body)
+	}
+	return string(body), nil
+}
+
 // Stop ends the dyno as Heroku does, SIGTERM and then SIGKILL, and waits for
 // it. It returns an error only if the process had already failed on its own
 // (with its output), not for the signal Stop sent or a kill because ctx ended.

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -108,14 +107,9 @@ func TestStartRunsTheEntrypointWithPORT(t *testing.T) {
 	if err := d.WaitReady(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Get(d.URL() + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if string(body) != fixtures.ServerGreeting {
-		t.Errorf("GET / = %q, want %q", body, fixtures.ServerGreeting)
+	body, err := d.Get(t.Context(), "/")
+	if err != nil || body != fixtures.ServerGreeting {
+		t.Errorf("GET / = %q, %v; want %q", body, err, fixtures.ServerGreeting)
 	}
 
 	fi, err := os.Stat(filepath.Join(root, store, "bin", "server"))
