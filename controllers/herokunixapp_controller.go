@@ -25,10 +25,13 @@ import (
 // images, release them on Heroku, report on status.
 type HerokuNixAppReconciler struct {
 	client.Client
-	Scheme   *runtime.Scheme
-	Recorder events.EventRecorder
-	Builder  Builder
-	Heroku   *HerokuClients
+	// APIReader reads Secrets straight from the API server (they are not
+	// cached); default: the Client.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Builder   Builder
+	Heroku    *HerokuClients
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// DeletionGracePeriod bounds how long a deletion waits for what

@@ -61,7 +61,9 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		For(&herokunixv1.HerokuNixApp{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&batchv1.Job{}).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.appsUsingSecret)).
+		// Only Secrets' metadata is cached: the key itself is read when
+		// needed, so the controller does not hold every Secret in memory.
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.appsUsingSecret), builder.OnlyMetadata).
 		// A deleted or renamed owner of a Heroku app frees it for the next.
 		Watches(&herokunixv1.HerokuNixApp{}, handler.EnqueueRequestsFromMapFunc(r.appsSharingHerokuApp),
 			builder.WithPredicates(predicate.Funcs{

@@ -62,7 +62,9 @@ func (r *HerokuNixAppReconciler) reconcileConflict(ctx context.Context, p *pass)
 	return nil
 }
 
-// oldest picks the resource that owns an app: the first created (ties by
+// oldest picks the resource that owns an app: one that has released to it
+// before one that has not (so a newcomer elsewhere, perhaps without working
+// credentials, cannot take an app over), then the first created (ties by
 // namespace/name), ignoring ones being deleted other than asking.
 func oldest(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.HerokuNixApp {
 	live := make([]*herokunixv1.HerokuNixApp, 0, len(apps))
@@ -76,6 +78,9 @@ func oldest(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.Hero
 	}
 	sort.Slice(live, func(i, j int) bool {
 		a, b := live[i], live[j]
+		if ar, br := a.Status.Release != nil, b.Status.Release != nil; ar != br {
+			return ar
+		}
 		if !a.CreationTimestamp.Equal(&b.CreationTimestamp) {
 			return a.CreationTimestamp.Before(&b.CreationTimestamp)
 		}
@@ -102,8 +107,12 @@ func (r *HerokuNixAppReconciler) reconcileCredentials(ctx context.Context, p *pa
 
 func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.HerokuNixApp) (string, error) {
 	ref := app.Spec.CredentialsSecretRef
+	var reader client.Reader = r.Client
+	if r.APIReader != nil {
+		reader = r.APIReader
+	}
 	var secret corev1.Secret
-	err := r.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
+	err := reader.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
 	if apierrors.IsNotFound(err) {
 		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", app.Namespace, ref.Name)
 	}

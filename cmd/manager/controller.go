@@ -185,10 +185,11 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	}
 
 	r := &controllers.HerokuNixAppReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   scheme,
-		Recorder: mgr.GetEventRecorder("herokunix"),
-		Builder:  builder,
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    scheme,
+		Recorder:  mgr.GetEventRecorder("herokunix"),
+		Builder:   builder,
 		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{
 				APIKey: key, BaseURL: f.herokuAPIURL, RegistryHost: f.registryHost,

@@ -97,9 +97,10 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		t.Fatal(err)
 	}
 	h.reconciler = &controllers.HerokuNixAppReconciler{
-		Client:   mgr.GetClient(),
-		Scheme:   scheme,
-		Recorder: mgr.GetEventRecorder("herokunix"),
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Scheme:    scheme,
+		Recorder:  mgr.GetEventRecorder("herokunix"),
 		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), Scheme: scheme, Images: controllers.JobImages{
 			Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost,
 		}},
