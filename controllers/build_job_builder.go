@@ -22,8 +22,11 @@ import (
 // The Heroku key reaches the Job through a secretKeyRef, never as a value.
 type JobBuilder struct {
 	Client client.Client
-	Scheme *runtime.Scheme
-	Images JobImages
+	// APIReader lists a finished Job's pods from the API server, not a
+	// cache that may lag the Job (default: Client).
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Images    JobImages
 }
 
 var _ Builder = (*JobBuilder)(nil)
@@ -104,9 +107,13 @@ func jobHasCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
 // jobPods lists the pods a Job made.
 func (j *JobBuilder) jobPods(ctx context.Context, job *batchv1.Job) ([]corev1.Pod, error) {
 	var pods corev1.PodList
+	var reader client.Reader = j.Client
+	if j.APIReader != nil {
+		reader = j.APIReader
+	}
 	// By the Job's UID: a pod left from an earlier Job of the same name
 	// must not answer for this one.
-	if err := j.Client.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
+	if err := reader.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
 		return nil, fmt.Errorf("listing pods of build job %s: %w", job.Name, err)
 	}
 	return pods.Items, nil

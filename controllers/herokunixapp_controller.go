@@ -135,6 +135,7 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 	app := p.app
 	var res ctrl.Result
 	var se *stepError
+	failed := err != nil && !(errors.As(err, &se) && se.Stalling)
 	switch {
 	case errors.As(err, &se) && se.Stalling:
 		markStalled(app, se.Reason, se.Error())
@@ -154,9 +155,10 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 		// runs), so kstatus sees it Current; one never deployed says why not.
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
-		if !meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionReady) {
+		deployed := app.Status.Build != nil && app.Status.Build.SucceededHash == desiredBuild(app, p.now, false).SpecHash
+		if !deployed || !meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionReady) {
 			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended,
-				"reconciliation is suspended before the first deploy")
+				"reconciliation is suspended; this spec is not deployed")
 		}
 	case p.wait != nil:
 		markReconciling(app, p.wait.Reason, p.wait.Message)
@@ -174,7 +176,7 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 	}
 	app.Status.ObservedGeneration = app.Generation
-	if err == nil && p.request != "" {
+	if !failed && p.request != "" {
 		// Recorded only once handled, so a failed pass does not lose it.
 		app.Status.LastHandledReconcileAt = p.request
 	}
@@ -213,6 +215,9 @@ func readyMessage(app *herokunixv1.HerokuNixApp) string {
 		if app.Status.ShortRevision == "" {
 			msg = fmt.Sprintf("release %s of %s runs %s", rel.Name, app.Spec.AppName, app.Status.LockedFlake)
 		}
+	}
+	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionBuilt); c != nil && c.Reason == herokunixv1.ReasonBuildFailed {
+		msg += "; the latest refresh failed to build (see Built)"
 	}
 	return msg
 }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -66,14 +65,29 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 		return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed,
 			Err: fmt.Errorf("Heroku accepted the images but lists no release"), RetryAfter: time.Minute})
 	}
-	// Heroku ignores a release of the images it already runs. Then the
-	// latest release is the one that runs them: adopt it. This also makes a
-	// repeated release (after a lost answer, or from a stale cache) harmless.
+	if !released {
+		switch {
+		case heroku.Deploys(rel, images):
+			// The latest release is this deploy already (a repeated call
+			// after a lost answer or from stale state): adopt it.
+		case rel.Current && rel.Status == heroku.ReleaseSucceeded:
+			// Heroku ignores a release of the images its current release
+			// runs: that release runs them, adopt it.
+		case rel.Status == heroku.ReleasePending:
+			msg := fmt.Sprintf("waiting for %s, released by someone else, to finish its release phase", releaseName(rel.Version))
+			setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending, msg)
+			p.wait = &wait{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
+			return nil
+		default:
+			return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed, RetryAfter: jitter(app.Spec.IntervalDuration()),
+				Err: fmt.Errorf("Heroku made no release of the built images and its latest release, %s, is %s and not herokunix's", releaseName(rel.Version), rel.Status)})
+		}
+	}
 	app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: images}
 	if released {
 		r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
 	}
-	return r.releaseStatus(p)
+	return r.releaseStatus(p, released)
 }
 
 // followRelease looks at a pending release once.
@@ -83,12 +97,14 @@ func (r *HerokuNixAppReconciler) followRelease(ctx context.Context, p *pass) err
 	if err != nil {
 		return r.releaseError(app, herokuError("reading release "+app.Status.Release.Name, err))
 	}
+	changed := app.Status.Release.Status != rel.Status
 	app.Status.Release.Status = rel.Status
-	return r.releaseStatus(p)
+	return r.releaseStatus(p, changed)
 }
 
-// releaseStatus turns the release's status into conditions.
-func (r *HerokuNixAppReconciler) releaseStatus(p *pass) error {
+// releaseStatus turns the release's status into conditions. fresh says
+// the release was made, or changed status, in this pass (for metrics).
+func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
 	app := p.app
 	rel := app.Status.Release
 	switch rel.Status {
@@ -98,11 +114,15 @@ func (r *HerokuNixAppReconciler) releaseStatus(p *pass) error {
 		p.wait = &wait{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
 		return nil
 	case heroku.ReleaseFailed:
-		metrics.ReleaseFinished(metrics.ResultFailed)
+		if fresh {
+			metrics.ReleaseFinished(metrics.ResultFailed)
+		}
 		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonReleasePhaseFailed, "Release", "release %s failed its release phase", rel.Name)
 		return releasePhaseFailed(app)
 	}
-	metrics.ReleaseFinished(metrics.ResultSucceeded)
+	if fresh {
+		metrics.ReleaseFinished(metrics.ResultSucceeded)
+	}
 	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionTrue, herokunixv1.ReasonReleased,
 		fmt.Sprintf("release %s of %s succeeded", rel.Name, app.Spec.AppName))
 	return nil
@@ -148,23 +168,28 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 		}
 		return nil
 	}
-	if !changesImages(cur.Description) {
+	if cur.Status != heroku.ReleaseSucceeded {
+		return nil // not running (yet): nothing has drifted
+	}
+	if !mayChangeImages(cur.Description) {
 		app.Status.Release = &herokunixv1.ReleaseStatus{ID: cur.ID, Version: cur.Version, Name: releaseName(cur.Version), Status: cur.Status, Images: want}
 		return nil
 	}
-	msg := fmt.Sprintf("Heroku runs %s (%q), which this resource did not make (it made %s)", releaseName(cur.Version), cur.Description, app.Status.Release.Name)
-	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionStalled); c == nil || c.Reason != herokunixv1.ReasonDriftDetected {
-		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Observe", "%s", msg)
-	}
-	p.drift = msg
+	// Ready's transition to DriftDetected records the (one) event.
+	p.drift = fmt.Sprintf("Heroku runs %s (%q), which this resource did not make (it made %s)", releaseName(cur.Version), cur.Description, app.Status.Release.Name)
 	return nil
 }
 
-// changesImages says whether a release, by Heroku's description of it,
-// may run other images: image deploys and rollbacks do; config var and
-// add-on releases do not.
-func changesImages(description string) bool {
-	return strings.HasPrefix(description, "Deployed") || strings.HasPrefix(description, "Rollback")
+// mayChangeImages says whether a release, by Heroku's description of it,
+// may run other images. Config var and add-on releases do not; anything
+// else (deploys, rollbacks, promotions, what Heroku may add) is taken to.
+func mayChangeImages(description string) bool {
+	for _, config := range []string{"Set ", "Remove ", "Attach ", "Detach ", "Update "} {
+		if strings.HasPrefix(description, config) {
+			return false
+		}
+	}
+	return true
 }
 
 func releaseName(version int) string { return fmt.Sprintf("v%d", version) }

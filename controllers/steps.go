@@ -198,14 +198,16 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 
 // buildFailed reports a failed build; the running Heroku release is left
 // as it is. A failed first build of a spec stalls (it would fail the same
-// way) until the spec changes or a reconcile request retries it; a failed
-// background build is tried again after the interval.
+// way) until the spec changes, a moving ref moves, or a reconcile request
+// retries it. A failed background build only sets Built: the images built
+// from the spec keep running and the pass goes on (no flapping of Ready
+// between refreshes).
 func (r *HerokuNixAppReconciler) buildFailed(p *pass, want DesiredBuild, msg string) error {
 	setCondition(p.app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildFailed, msg)
-	err := fmt.Errorf("build %s failed; the running Heroku release is untouched: %s", want.Name, msg)
 	if want.Background {
-		return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, RetryAfter: jitter(p.app.Spec.IntervalDuration())}
+		return nil
 	}
+	err := fmt.Errorf("build %s failed; the running Heroku release is untouched: %s", want.Name, msg)
 	return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, Stalling: true}
 }
 

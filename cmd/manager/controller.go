@@ -168,7 +168,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	var buildEvents chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
 	switch f.builder {
 	case "job":
-		builder = &controllers.JobBuilder{Client: mgr.GetClient(), Scheme: scheme, Images: controllers.JobImages{
+		builder = &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{
 			Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost,
 		}}
 	case "local":

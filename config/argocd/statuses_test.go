@@ -105,6 +105,15 @@ var statusCases = []statusCase{
 		kstatus: status.CurrentStatus, produced: true,
 	},
 	{
+		name: "a refresh of a moving ref failed while the release keeps running",
+		object: "status:\n  observedGeneration: 2\n  conditions:\n" +
+			cond("Built", "False", herokunixv1.ReasonBuildFailed, "build container exited 1: error: builder failed", 2) + releasedOK +
+			cond("Ready", "True", herokunixv1.ReasonReleased, "release v42 of acme-shop runs 9f2c1e0aa1b2; the latest refresh failed to build (see Built)", 2) +
+			deployedRel,
+		argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus, produced: true,
+	},
+	{
 		name: "drift observed with driftPolicy Observe",
 		object: "spec: {driftPolicy: Observe}\nstatus:\n  observedGeneration: 2\n  conditions:\n" + builtOK + releasedOK +
 			cond("Stalled", "True", herokunixv1.ReasonDriftDetected, "Heroku runs v43, which this resource did not make (it made v42)", 2) +
@@ -125,7 +134,7 @@ var statusCases = []statusCase{
 	{
 		name: "suspended before its first deploy",
 		object: "spec: {suspend: true}\nstatus:\n  observedGeneration: 1\n  conditions:\n" +
-			cond("Ready", "False", herokunixv1.ReasonSuspended, "reconciliation is suspended before the first deploy", 1),
+			cond("Ready", "False", herokunixv1.ReasonSuspended, "reconciliation is suspended; this spec is not deployed", 1),
 		argo: suspended, argoMessage: "suspended",
 		// kstatus reads a False Ready with neither Reconciling nor Stalled as
 		// InProgress; nothing herokunix can set says "paused" to kstatus.

@@ -123,7 +123,7 @@ func run(n, concurrency int) error {
 	}
 	r := &controllers.HerokuNixAppReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Recorder: mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), Scheme: scheme, Images: controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}},
+		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}},
 		Heroku: &controllers.HerokuClients{New: func(k string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: k, BaseURL: api.URL, RegistryHost: registryHost, RequestsPerHour: 4500})
 		}},

@@ -145,11 +145,18 @@ func TestHerokuCLIContainerReleaseSequence(t *testing.T) {
 	}
 
 	// ReleaseImages makes the API part of that sequence, request for request.
-	// The images are those the CLI just released: Heroku ignores a release
-	// of the images it runs, so nothing new is released.
+	// A config change comes first (a release of its own, v4); the images are
+	// those the CLI just released, and Heroku ignores a release of the
+	// images it runs, so nothing new is released.
+	req, _ := http.NewRequest(http.MethodPatch, e.api.URL+"/apps/shop/config-vars", strings.NewReader(`{"FOO":"bar"}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	req.Header.Set("Accept", "application/vnd.heroku+json; version=3")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("config:set: %v %v", resp, err)
+	}
 	e.stub.ResetCalls()
 	rel, released, err := e.client.ReleaseImages(context.Background(), "shop", map[string]string{"web": web, "worker": worker})
-	if err != nil || released || rel.Version != 3 {
+	if err != nil || released || rel.Version != 4 {
 		t.Fatalf("ReleaseImages = %+v, %v, %v", rel, released, err)
 	}
 	if _, err := e.client.Release(context.Background(), "shop", rel.ID); err != nil {

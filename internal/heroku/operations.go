@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	hk "github.com/heroku/heroku-go/v5"
@@ -110,7 +111,9 @@ type dockerReleaseBody struct {
 // "sha256:…") in one docker-releases formation PATCH, as `heroku
 // container:release` does: latest release, PATCH, latest release again. rel
 // is the latest release afterwards; released is false when its id did not
-// change (Heroku made no new release). It needs three calls of budget up
+// change (Heroku made no new release: it ignores a release of the images
+// its current release runs), or when the latest release already deploys
+// these images (a repeated call; then nothing is sent). It needs three calls of budget up
 // front so a release is not left half-observed by the client-side limiter.
 func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (rel *Release, released bool, err error) {
 	if len(images) == 0 {
@@ -138,6 +141,12 @@ func (c *Client) ReleaseImages(ctx context.Context, app string, images map[strin
 	if err != nil {
 		return nil, false, err
 	}
+	// A repeated call (its answer was lost, or the caller looked at stale
+	// state) must not release again: Heroku would run the release phase a
+	// second time if the first is still pending.
+	if before != nil && Deploys(before, images) {
+		return before, false, nil
+	}
 	err = c.do(ctx, request{op: "formation.docker-release", method: "PATCH",
 		path: "/apps/" + url.PathEscape(app) + "/formation", body: body, accept: acceptDockerReleases}, nil)
 	if err != nil {
@@ -152,6 +161,28 @@ func (c *Client) ReleaseImages(ctx context.Context, app string, images map[strin
 	}
 	released = before == nil || before.ID != after.ID
 	return after, released, nil
+}
+
+// Deploys says whether Heroku describes rel as the deploy of exactly these
+// images: "Deployed web (<first 12 hex of the image ID>), worker (…)", as
+// it describes container releases.
+func Deploys(rel *Release, images map[string]string) bool {
+	desc, ok := strings.CutPrefix(rel.Description, "Deployed ")
+	if !ok || len(images) == 0 {
+		return false
+	}
+	parts := strings.Split(desc, ", ")
+	if len(parts) != len(images) {
+		return false
+	}
+	for _, p := range parts {
+		typ, id, ok := strings.Cut(strings.TrimSuffix(p, ")"), " (")
+		want, found := images[typ]
+		if !ok || !found || len(id) < 12 || !strings.HasPrefix(strings.TrimPrefix(want, "sha256:"), id) {
+			return false
+		}
+	}
+	return true
 }
 
 // Formation is one process type's dynos.

@@ -537,3 +537,31 @@ func TestDeletingTheYoungerOfTwoDoesNotScaleTheOthersApp(t *testing.T) {
 		}
 	}
 }
+
+func TestAFailedRefreshKeepsTheReleaseReady(t *testing.T) {
+	h := newHarness(t)
+	h.createSecret()
+	app, _ := h.deployed("shop", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop?ref=main" })
+	before := len(h.stub.Releases(testHerokuApp))
+	h.requestReconcile(app)
+	h.failJob(h.buildJob(app), "error: builder for '/nix/store/…-shop.drv' failed with exit code 1")
+	got := h.eventuallyCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildFailed)
+	ready := meta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionReady)
+	if ready.Status != metav1.ConditionTrue || !strings.Contains(ready.Message, "latest refresh failed") {
+		t.Errorf("Ready %+v after a failed refresh; want True, saying the refresh failed", ready)
+	}
+	if meta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionStalled) != nil || h.releasesMadeSince(before) != 0 {
+		t.Errorf("a failed refresh stalled the resource or released: %+v", got.Status.Conditions)
+	}
+}
+
+func TestSuspendingAChangedSpecIsNotReady(t *testing.T) {
+	h := newHarness(t)
+	h.createSecret()
+	app, _ := h.deployed("shop")
+	cur := h.get(app)
+	cur.Spec.Suspend = true
+	cur.Spec.Processes["web"] = herokunixv1.Process{Attribute: "packages.x86_64-linux.other"}
+	h.g.Expect(k8sClient.Update(h.ctx, cur)).To(Succeed())
+	h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended)
+}

@@ -101,7 +101,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    scheme,
 		Recorder:  mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), Scheme: scheme, Images: controllers.JobImages{
+		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{
 			Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost,
 		}},
 		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {

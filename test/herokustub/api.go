@@ -623,7 +623,11 @@ func (s *Server) getConfigVars(w http.ResponseWriter, r *http.Request) {
 	if a == nil {
 		return
 	}
-	writeJSON(w, http.StatusOK, a.configVars)
+	vars := a.configVars
+	if vars == nil {
+		vars = map[string]string{}
+	}
+	writeJSON(w, http.StatusOK, vars)
 }
 
 // patchConfigVars sets (or, with null, removes) config vars. Like Heroku,
