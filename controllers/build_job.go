@@ -49,12 +49,12 @@ const (
 	nixConfDir   = "/etc/herokunix/nix"
 )
 
-// desiredBuildJob is the Job that runs a build. Three containers share a
+// DesiredBuildJob is the Job that runs a build. Three containers share a
 // workspace: tools copies the manager binary in, build runs Nix (and never
 // sees the Heroku key), push assembles and pushes the images (and is the
 // only container the key is given to) and writes the result to its
 // termination message.
-func desiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobImages) (*batchv1.Job, error) {
+func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobImages) (*batchv1.Job, error) {
 	req, err := json.Marshal(b.Request)
 	if err != nil {
 		return nil, fmt.Errorf("encoding build request: %w", err)

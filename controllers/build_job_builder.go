@@ -36,7 +36,7 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	var job batchv1.Job
 	err := j.Client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: b.Name}, &job)
 	if apierrors.IsNotFound(err) {
-		desired, err := desiredBuildJob(app, b, j.Images)
+		desired, err := DesiredBuildJob(app, b, j.Images)
 		if err != nil {
 			return BuildState{}, err
 		}

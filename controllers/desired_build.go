@@ -30,12 +30,12 @@ type DesiredBuild struct {
 
 const defaultBuildTimeout = 30 * time.Minute
 
-// desiredBuild decides which build should exist. It is a pure function of
+// DesiredBuildFor decides which build should exist. It is a pure function of
 // the spec, the builds recorded in status, and the time. A new spec gets
 // its first build; a running build is followed; a moving ref is refreshed
 // once the interval has passed since the last build; forceRefresh (a
 // reconcile-now request) refreshes at once, or retries a failed build.
-func desiredBuild(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) DesiredBuild {
+func DesiredBuildFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) DesiredBuild {
 	req := artifact.BuildRequest{
 		Flake:             app.Spec.Flake,
 		Processes:         map[string]artifact.BuildProcess{},

@@ -27,7 +27,7 @@ func testApp() *herokunixv1.HerokuNixApp {
 
 func TestDesiredBuildNameFollowsWhatIsBuilt(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	base := desiredBuild(testApp(), now, false)
+	base := DesiredBuildFor(testApp(), now, false)
 	cases := []struct {
 		name   string
 		change func(*herokunixv1.HerokuNixApp)
@@ -52,7 +52,7 @@ func TestDesiredBuildNameFollowsWhatIsBuilt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			app := testApp()
 			tc.change(app)
-			got := desiredBuild(app, now, false)
+			got := DesiredBuildFor(app, now, false)
 			if (got.Name == base.Name) != tc.same {
 				t.Errorf("name %s vs %s, want same=%v", got.Name, base.Name, tc.same)
 			}
@@ -63,7 +63,7 @@ func TestDesiredBuildNameFollowsWhatIsBuilt(t *testing.T) {
 func TestBuildNamesAreValidJobNames(t *testing.T) {
 	app := testApp()
 	app.Name = strings.Repeat("a-very-long-resource-name.", 10)[:250]
-	b := desiredBuild(app, time.Now(), false)
+	b := DesiredBuildFor(app, time.Now(), false)
 	if errs := validation.IsDNS1123Label(b.Name); len(errs) > 0 || len(b.Name) > 52 {
 		t.Errorf("build name %q is not a valid job name: %v", b.Name, errs)
 	}
@@ -71,7 +71,7 @@ func TestBuildNamesAreValidJobNames(t *testing.T) {
 
 // built records a finished build of app's current spec in its status.
 func built(app *herokunixv1.HerokuNixApp, job string, at time.Time, failed bool) {
-	d := desiredBuild(app, at, false)
+	d := DesiredBuildFor(app, at, false)
 	b := &herokunixv1.BuildStatus{Hash: d.SpecHash, Job: job, CompletionTime: &metav1.Time{Time: at}}
 	if failed {
 		b.Message = "error: boom"
@@ -89,34 +89,34 @@ func built(app *herokunixv1.HerokuNixApp, job string, at time.Time, failed bool)
 func TestMovingRefsRefreshAfterTheInterval(t *testing.T) {
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
-	first := desiredBuild(app, done, false)
+	first := DesiredBuildFor(app, done, false)
 	if first.Background {
 		t.Error("the first build of a spec runs in the background")
 	}
 	built(app, first.Name, done, false)
 
-	if b := desiredBuild(app, done.Add(5*time.Minute), false); b.Name != first.Name {
+	if b := DesiredBuildFor(app, done.Add(5*time.Minute), false); b.Name != first.Name {
 		t.Errorf("refreshed before the interval: %+v", b)
 	}
-	refresh := desiredBuild(app, done.Add(11*time.Minute), false)
+	refresh := DesiredBuildFor(app, done.Add(11*time.Minute), false)
 	if !refresh.Background || refresh.Name == first.Name || refresh.Request.SkipIfRevision != app.Status.Revision {
 		t.Errorf("no background refresh after the interval: %+v", refresh)
 	}
-	if f := desiredBuild(app, done.Add(time.Minute), true); f.Name == first.Name || !f.Background {
+	if f := DesiredBuildFor(app, done.Add(time.Minute), true); f.Name == first.Name || !f.Background {
 		t.Errorf("a reconcile request did not refresh: %+v", f)
 	}
 
 	// While the refresh runs it is followed, not replaced.
 	app.Status.Build = &herokunixv1.BuildStatus{Hash: refresh.SpecHash, Job: refresh.Name, SucceededHash: refresh.SpecHash}
-	if b := desiredBuild(app, done.Add(time.Hour), false); b.Name != refresh.Name || !b.Background {
+	if b := DesiredBuildFor(app, done.Add(time.Hour), false); b.Name != refresh.Name || !b.Background {
 		t.Errorf("a running refresh was not followed: %+v", b)
 	}
 	// Once it is done, nothing is built until the next interval.
 	built(app, refresh.Name, done.Add(12*time.Minute), false)
-	if b := desiredBuild(app, done.Add(13*time.Minute), false); b.Name != refresh.Name {
+	if b := DesiredBuildFor(app, done.Add(13*time.Minute), false); b.Name != refresh.Name {
 		t.Errorf("a finished refresh was followed by another build at once: %+v", b)
 	}
-	if b := desiredBuild(app, done.Add(23*time.Minute), false); b.Name == refresh.Name || b.Name == first.Name {
+	if b := DesiredBuildFor(app, done.Add(23*time.Minute), false); b.Name == refresh.Name || b.Name == first.Name {
 		t.Errorf("the next refresh reuses a name: %+v", b)
 	}
 }
@@ -125,9 +125,9 @@ func TestPinnedRefsAreNeverRefreshed(t *testing.T) {
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
 	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
-	first := desiredBuild(app, done, false)
+	first := DesiredBuildFor(app, done, false)
 	built(app, first.Name, done, false)
-	if b := desiredBuild(app, done.Add(time.Hour), true); b.Name != first.Name {
+	if b := DesiredBuildFor(app, done.Add(time.Hour), true); b.Name != first.Name {
 		t.Errorf("a pinned ref was rebuilt: %+v", b)
 	}
 }
@@ -136,21 +136,21 @@ func TestFailedBuildsAreRetriedWhenAskedOrWhenAMovingRefMayHaveMoved(t *testing.
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
 	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
-	first := desiredBuild(app, done, false)
+	first := DesiredBuildFor(app, done, false)
 	built(app, first.Name, done, true)
-	if b := desiredBuild(app, done.Add(time.Hour), false); b.Name != first.Name || b.Background {
+	if b := DesiredBuildFor(app, done.Add(time.Hour), false); b.Name != first.Name || b.Background {
 		t.Errorf("a failed build of a pinned ref was retried unasked or in the background: %+v", b)
 	}
 	moving := testApp()
-	mfirst := desiredBuild(moving, done, false)
+	mfirst := DesiredBuildFor(moving, done, false)
 	built(moving, mfirst.Name, done, true)
-	if b := desiredBuild(moving, done.Add(5*time.Minute), false); b.Name != mfirst.Name {
+	if b := DesiredBuildFor(moving, done.Add(5*time.Minute), false); b.Name != mfirst.Name {
 		t.Errorf("a failed build of a moving ref was retried before the interval: %+v", b)
 	}
-	if b := desiredBuild(moving, done.Add(time.Hour), false); b.Name == mfirst.Name || b.Background {
+	if b := DesiredBuildFor(moving, done.Add(time.Hour), false); b.Name == mfirst.Name || b.Background {
 		t.Errorf("a failed build of a moving ref was not retried in the foreground after the interval: %+v", b)
 	}
-	retry := desiredBuild(app, done.Add(time.Hour), true)
+	retry := DesiredBuildFor(app, done.Add(time.Hour), true)
 	if retry.Name == first.Name || retry.Background {
 		t.Errorf("a reconcile request did not retry the failed build in the foreground: %+v", retry)
 	}
@@ -195,7 +195,7 @@ func TestDesiredFormationLeavesUnsetValuesAlone(t *testing.T) {
 func TestDesiredBuildJobKeepsTheKeyInThePushContainer(t *testing.T) {
 	app := testApp()
 	app.Spec.Build.NixConfigSecretRef = &herokunixv1.SecretKeyRef{Name: "nix-access", Key: "nix.conf"}
-	job, err := desiredBuildJob(app, desiredBuild(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
+	job, err := DesiredBuildJob(app, DesiredBuildFor(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
 	if err != nil {
 		t.Fatal(err)
 	}

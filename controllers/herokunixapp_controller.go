@@ -155,7 +155,7 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 		// runs), so kstatus sees it Current; one never deployed says why not.
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
-		deployed := app.Status.Build != nil && app.Status.Build.SucceededHash == desiredBuild(app, p.now, false).SpecHash
+		deployed := app.Status.Build != nil && app.Status.Build.SucceededHash == DesiredBuildFor(app, p.now, false).SpecHash
 		if !deployed || !meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionReady) {
 			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended,
 				"reconciliation is suspended; this spec is not deployed")

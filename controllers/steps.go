@@ -133,7 +133,7 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 // revision and images on status.
 func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) error {
 	app := p.app
-	want := desiredBuild(app, p.now, p.forceRefresh)
+	want := DesiredBuildFor(app, p.now, p.forceRefresh)
 	last := app.Status.Build
 	if last != nil && last.Job == want.Name && last.CompletionTime != nil {
 		if last.Message != "" {

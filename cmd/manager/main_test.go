@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,13 +14,8 @@ import (
 // with no cluster: the sample flake built with Nix, pushed, released on the
 // Heroku stand-in, Ready, and its web image answering.
 func TestLocalDefaultDeploysTheSample(t *testing.T) {
-	if _, err := exec.LookPath("nix"); err != nil && os.Getenv("HEROKUNIX_REQUIRE_NIX") == "" {
-		t.Skip("nix is not installed; run hack/install-nix.sh (make test does)")
-	}
-	bin := filepath.Join(t.TempDir(), "manager")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("building the manager: %v\n%s", err, out)
-	}
+	requireNix(t)
+	bin := managerBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "--local=always")
