@@ -48,16 +48,6 @@ func managerBinary(t *testing.T) string {
 	return binPath
 }
 
-func requireNix(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		if os.Getenv("HEROKUNIX_REQUIRE_NIX") != "" {
-			t.Fatal("nix is not installed (HEROKUNIX_REQUIRE_NIX is set): run hack/install-nix.sh")
-		}
-		t.Skip("nix is not installed; run hack/install-nix.sh (make test does)")
-	}
-}
-
 // TestBuildJobContainersRunAsTheJobRunsThem runs the three containers of a
 // desired build Job, in order, as processes with exactly the Job's
 // arguments (paths mapped to temporary directories) and the environment
@@ -65,7 +55,7 @@ func requireNix(t *testing.T) {
 // termination message must be a result the controller accepts, naming an
 // image the Heroku registry stand-in holds.
 func TestBuildJobContainersRunAsTheJobRunsThem(t *testing.T) {
-	requireNix(t)
+	fixtures.RequireNix(t)
 	bin := managerBinary(t)
 	const key, appName = "job-test-key", "acme-shop"
 	stub := herokustub.New(herokustub.Options{APIKey: key})

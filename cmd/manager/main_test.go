@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/herokunix/herokunix/test/fixtures"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,7 +15,7 @@ import (
 // with no cluster: the sample flake built with Nix, pushed, released on the
 // Heroku stand-in, Ready, and its web image answering.
 func TestLocalDefaultDeploysTheSample(t *testing.T) {
-	requireNix(t)
+	fixtures.RequireNix(t)
 	bin := managerBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -29,12 +28,7 @@ const pkgs = "packages.x86_64-linux."
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
 func nixOptions(t *testing.T) nixbuild.Options {
 	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		if os.Getenv("HEROKUNIX_REQUIRE_NIX") == "" {
-			t.Skip("nix is not installed (run hack/install-nix.sh; set HEROKUNIX_REQUIRE_NIX=1 to make this a failure)")
-		}
-		t.Fatalf("HEROKUNIX_REQUIRE_NIX is set but nix is not on PATH: %v", err)
-	}
+	fixtures.RequireNix(t)
 	opts := nixbuild.Options{Offline: true}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr

@@ -43,12 +43,7 @@ const (
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
 func nixOptions(t *testing.T) nixbuild.Options {
 	t.Helper()
-	if _, err := exec.LookPath("nix"); err != nil {
-		if os.Getenv("HEROKUNIX_REQUIRE_NIX") == "" {
-			t.Skip("nix is not installed (run hack/install-nix.sh; set HEROKUNIX_REQUIRE_NIX=1 to make this a failure)")
-		}
-		t.Fatalf("HEROKUNIX_REQUIRE_NIX is set but nix is not on PATH: %v", err)
-	}
+	fixtures.RequireNix(t)
 	opts := nixbuild.Options{Offline: true, Timeout: 10 * time.Minute}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr

@@ -1,7 +1,6 @@
 package envtest
 
 import (
-	"os/exec"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -30,19 +29,10 @@ func withLocalBuilder(t *testing.T) harnessOption {
 	}
 }
 
-func requireNix(t *testing.T) {
-	if _, err := exec.LookPath("nix"); err != nil {
-		if nixRequired() {
-			t.Fatal("nix is not installed (HEROKUNIX_REQUIRE_NIX is set): run hack/install-nix.sh")
-		}
-		t.Skip("nix is not installed; run hack/install-nix.sh (make test does)")
-	}
-}
-
 // TestEndToEndWithTheLocalBuilder deploys a fixture flake with a real Nix
 // build, a real push and a real release against the Heroku stand-in.
 func TestEndToEndWithTheLocalBuilder(t *testing.T) {
-	requireNix(t)
+	fixtures.RequireNix(t)
 	h := newHarness(t, withLocalBuilder(t))
 	h.createSecret()
 	flake := fixtures.Prepare(t, fixtures.Closure)

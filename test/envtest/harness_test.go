@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -175,8 +174,6 @@ func (h *harness) eventuallyCondition(app *herokunixv1.HerokuNixApp, typ string,
 
 // buildTimeout bounds a real Nix build in a test.
 const buildTimeout = 5 * time.Minute
-
-func nixRequired() bool { return os.Getenv("HEROKUNIX_REQUIRE_NIX") != "" }
 
 func (h *harness) eventuallyConditionWithin(app *herokunixv1.HerokuNixApp, typ string, status metav1.ConditionStatus, reason string, timeout time.Duration) *herokunixv1.HerokuNixApp {
 	h.t.Helper()
