@@ -63,7 +63,7 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 	}
 	if rel == nil {
 		return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed,
-			Err: fmt.Errorf("Heroku accepted the images but lists no release"), RetryAfter: time.Minute})
+			Err: fmt.Errorf("the images were accepted, but Heroku lists no release"), RetryAfter: time.Minute})
 	}
 	if !released {
 		switch {
@@ -80,7 +80,7 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 			return nil
 		default:
 			return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed, RetryAfter: jitter(app.Spec.IntervalDuration()),
-				Err: fmt.Errorf("Heroku made no release of the built images and its latest release, %s, is %s and not herokunix's", releaseName(rel.Version), rel.Status)})
+				Err: fmt.Errorf("no release of the built images was made, and the latest release, %s, is %s and not herokunix's", releaseName(rel.Version), rel.Status)})
 		}
 	}
 	app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: images}

@@ -312,7 +312,3 @@ type HerokuNixAppList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []HerokuNixApp `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&HerokuNixApp{}, &HerokuNixAppList{})
-}

@@ -377,7 +377,7 @@ func entryName(raw string) (string, error) {
 	}
 	name := path.Clean(raw)
 	if name == ".." || strings.HasPrefix(name, "../") {
-		return "", fmt.Errorf("name %q climbs out with ..", raw)
+		return "", fmt.Errorf("name %q climbs out of the archive (\"..\")", raw)
 	}
 	return name, nil
 }

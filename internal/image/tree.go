@@ -17,10 +17,9 @@ import (
 // from store paths before anything is written so that the tar stream can be
 // emitted in sorted order whatever order the sources were listed or read in.
 type tree struct {
-	root    *os.Root
-	budget  *budget
-	top     *node
-	entries int
+	root   *os.Root
+	budget *budget
+	top    *node
 }
 
 type nodeKind uint8
