@@ -18,11 +18,12 @@ manifests:
 	$(GO) tool controller-gen crd rbac:roleName=herokunix-manager paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
-## verify: generated files are current, code is formatted and vetted
+## verify: generated files are current, code is formatted, vetted and staticcheck-clean
 verify: generate manifests
 	@test -z "$$(git status --porcelain -- api config/crd config/rbac/role.yaml)" || { git status --porcelain -- api config/crd config/rbac/role.yaml; git diff -- api config; echo "generated files are stale or uncommitted: run 'make generate manifests' and commit"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 ## test: unit and envtest suites, with real Nix and a real kube-apiserver (installs both when missing)
 test:
