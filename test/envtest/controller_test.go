@@ -403,12 +403,37 @@ func TestDriftIsOnlyReportedWhenObserving(t *testing.T) {
 func TestAPIKeyAppearsNowhere(t *testing.T) {
 	h := newHarness(t)
 	h.createSecret()
+	// Every version of every resource in the namespace, as written.
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	h.g.Expect(err).NotTo(HaveOccurred())
+	w, err := wc.Watch(h.ctx, &herokunixv1.HerokuNixAppList{}, client.InNamespace(h.ns))
+	h.g.Expect(err).NotTo(HaveOccurred())
+	var versions []string
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		for ev := range w.ResultChan() {
+			b, _ := json.Marshal(ev.Object)
+			versions = append(versions, string(b))
+		}
+	}()
 	// A failing and a succeeding deploy, so error paths are logged too.
 	h.stub.Faults().Add(herokustub.Fault{PathPrefix: "/apps/", Count: 3, Status: 503, RetryAfter: "1"})
 	app, _ := h.deployed("shop")
-	b, _ := json.Marshal(h.get(app).Status)
-	if strings.Contains(string(b), h.key) {
-		t.Error("the API key appears in status")
+	w.Stop()
+	<-collected
+	if len(versions) < 3 {
+		t.Errorf("saw only %d versions of the resource", len(versions))
+	}
+	sawRetry := false
+	for _, v := range versions {
+		sawRetry = sawRetry || strings.Contains(v, "retrying")
+		if strings.Contains(v, h.key) {
+			t.Errorf("the API key appears in a version of the resource: %s", v)
+		}
+	}
+	if !sawRetry {
+		t.Error("no version of the resource recorded the failing calls; the scan would prove little")
 	}
 	for _, e := range h.eventuallyEvents(app, herokunixv1.ReasonReleased) {
 		if strings.Contains(e.Note, h.key) {
