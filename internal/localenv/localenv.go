@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -208,6 +211,7 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("waiting for the sample to become Ready: %w", err)
 	}
 	e.printTable(ctx, out, app.Namespace, true)
+	e.printEvents(ctx, out, &app)
 	rels := e.Stub.Releases(app.Spec.AppName)
 	if len(rels) == 0 {
 		return errors.New("the sample is Ready but the Heroku stand-in has no release")
@@ -267,6 +271,25 @@ func (e *Env) printTable(ctx context.Context, out io.Writer, namespace string, w
 	}
 	fmt.Fprintln(out, cmd)
 	_ = kubetable.Print(out, t, wide)
+}
+
+// printEvents shows the resource's events, oldest first, as the Events
+// section of `kubectl describe` does: the story of the deploy.
+func (e *Env) printEvents(ctx context.Context, out io.Writer, app *herokunixv1.HerokuNixApp) {
+	var list eventsv1.EventList
+	if err := e.client.List(ctx, &list, client.InNamespace(app.Namespace)); err != nil {
+		e.log.Error(err, "listing events")
+		return
+	}
+	evs := slices.DeleteFunc(list.Items, func(ev eventsv1.Event) bool { return ev.Regarding.UID != app.UID })
+	slices.SortStableFunc(evs, func(a, b eventsv1.Event) int { return a.EventTime.Compare(b.EventTime.Time) })
+	fmt.Fprintf(out, "\n$ kubectl describe herokunixapp %s   # Events:\n", app.Name)
+	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "TYPE\tREASON\tMESSAGE")
+	for _, ev := range evs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", ev.Type, ev.Reason, ev.Note)
+	}
+	_ = tw.Flush()
 }
 
 func randomKey() string {
