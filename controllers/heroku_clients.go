@@ -14,6 +14,7 @@ type HerokuAPI interface {
 	CurrentRelease(ctx context.Context, app string) (*heroku.Release, error)
 	ReleaseImages(ctx context.Context, app string, images map[string]string) (*heroku.Release, bool, error)
 	Release(ctx context.Context, app, id string) (*heroku.Release, error)
+	ReleasesSince(ctx context.Context, app string, version, max int) ([]*heroku.Release, error)
 	Formation(ctx context.Context, app string) ([]heroku.Formation, error)
 	ScaleFormation(ctx context.Context, app string, updates []heroku.Formation) error
 }

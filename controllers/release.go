@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -142,41 +143,51 @@ func (r *HerokuNixAppReconciler) releaseError(app *herokunixv1.HerokuNixApp, err
 	return err
 }
 
-// checkDrift compares Heroku's latest release with the one this resource
-// made. A newer release may carry other images (someone deployed or rolled
-// back) or only a config change. With driftPolicy Correct the built images
-// are released again: Heroku ignores that when it runs them already, and
-// the newer release is adopted. With Observe, a newer image release is
-// reported (its description says "Deployed …" or "Rollback …"); a config
-// release is adopted.
+// driftWindow is how many releases after its own a resync looks at.
+const driftWindow = 50
+
+// checkDrift looks at the releases made after the one this resource made
+// (one read). Some may carry other images (someone deployed or rolled
+// back), others only a config change. With driftPolicy Correct the built
+// images are released again: Heroku ignores that when it runs them
+// already, and its current release is adopted. With Observe, a newer image
+// release that ran is reported (by Heroku's description: anything but a
+// config var or add-on change); config releases are adopted.
 func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
 	app := p.app
-	cur, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
+	ours := app.Status.Release
+	rels, err := p.heroku.ReleasesSince(ctx, app.Spec.AppName, ours.Version, driftWindow)
 	if err != nil {
-		return r.releaseError(app, herokuError("reading the current release", err))
+		return r.releaseError(app, herokuError("reading the releases since "+ours.Name, err))
 	}
-	if cur == nil || cur.ID == app.Status.Release.ID || cur.Version < app.Status.Release.Version {
+	newer := slices.DeleteFunc(rels, func(rel *heroku.Release) bool { return rel.Version <= ours.Version })
+	if len(newer) == 0 {
 		return nil
 	}
+	latest := newer[len(newer)-1]
 	if app.Spec.DriftPolicy != herokunixv1.DriftPolicyObserve {
 		if err := r.release(ctx, p, want); err != nil {
 			return err
 		}
-		if app.Status.Release.Version > cur.Version {
+		if app.Status.Release.Version > latest.Version {
 			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct",
-				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(cur.Version), cur.Description, app.Status.Release.Name)
+				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(latest.Version), latest.Description, app.Status.Release.Name)
 		}
 		return nil
 	}
-	if cur.Status != heroku.ReleaseSucceeded {
-		return nil // not running (yet): nothing has drifted
+	for _, rel := range slices.Backward(newer) {
+		if rel.Status == heroku.ReleaseSucceeded && mayChangeImages(rel.Description) {
+			// Ready's transition to DriftDetected records the (one) event.
+			p.drift = fmt.Sprintf("Heroku ran %s (%q) after %s, which this resource made", releaseName(rel.Version), rel.Description, ours.Name)
+			return nil
+		}
 	}
-	if !mayChangeImages(cur.Description) {
-		app.Status.Release = &herokunixv1.ReleaseStatus{ID: cur.ID, Version: cur.Version, Name: releaseName(cur.Version), Status: cur.Status, Images: want}
-		return nil
+	for _, rel := range slices.Backward(newer) {
+		if rel.Current {
+			app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: want}
+			break
+		}
 	}
-	// Ready's transition to DriftDetected records the (one) event.
-	p.drift = fmt.Sprintf("Heroku runs %s (%q), which this resource did not make (it made %s)", releaseName(cur.Version), cur.Description, app.Status.Release.Name)
 	return nil
 }
 

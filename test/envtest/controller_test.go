@@ -392,6 +392,7 @@ func TestDriftIsOnlyReportedWhenObserving(t *testing.T) {
 	h.createSecret()
 	app, _ := h.deployed("shop", func(a *herokunixv1.HerokuNixApp) { a.Spec.DriftPolicy = herokunixv1.DriftPolicyObserve })
 	releaseByHand(h)
+	setConfigVar(h) // a later config release must not hide the image release
 	before := len(h.stub.Releases(testHerokuApp))
 	h.requestReconcile(app)
 	h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonDriftDetected)
