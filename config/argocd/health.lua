@@ -52,11 +52,6 @@ if ready ~= nil and ready.status == "True" then
   hs.message = ready.message or ""
   return hs
 end
-if ready ~= nil and ready.status == "False" and ready.reason == "DriftDetected" then
-  hs.status = "Degraded"
-  hs.message = describe(ready)
-  return hs
-end
 
 local reconciling = condition(status.conditions, "Reconciling")
 if reconciling ~= nil and reconciling.status == "True" then
