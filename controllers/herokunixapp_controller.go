@@ -135,15 +135,16 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 	app := p.app
 	var res ctrl.Result
 	var se *stepError
-	failed := err != nil && !(errors.As(err, &se) && se.Stalling)
+	isStep := errors.As(err, &se)
+	failed := err != nil && !(isStep && se.Stalling)
 	switch {
-	case errors.As(err, &se) && se.Stalling:
+	case isStep && se.Stalling:
 		markStalled(app, se.Reason, se.Error())
 		// Watches bring most fixes (spec, Secret); what changes on Heroku's
 		// side (stack, app, key) or upstream (a moving ref) is seen on resync.
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 		err = nil
-	case errors.As(err, &se):
+	case isStep:
 		markReconciling(app, se.Reason, "retrying: "+se.Error())
 		if se.RetryAfter > 0 {
 			res.RequeueAfter, err = se.RetryAfter, nil
