@@ -546,24 +546,16 @@ func (s *Server) dockerRelease(w http.ResponseWriter, a *app, updates []formatio
 	}
 	// Heroku ignores a release of the images the current release already
 	// runs: no new release, the formation answered as it is.
-	if cur := currentRelease(a); cur != nil && maps.Equal(cur.Images, images) {
-		out := []hk.Formation{}
-		for _, t := range types {
-			if f := a.formation[t]; f != nil {
-				out = append(out, formationJSON(a, f))
-			}
+	if cur := currentRelease(a); cur == nil || !maps.Equal(cur.Images, images) {
+		desc := "Deployed " + strings.Join(parts, ", ")
+		status := "succeeded"
+		if _, ok := images["release"]; ok {
+			status = "pending"
 		}
-		writeJSON(w, http.StatusOK, out)
-		return
-	}
-	desc := "Deployed " + strings.Join(parts, ", ")
-	status := "succeeded"
-	if _, ok := images["release"]; ok {
-		status = "pending"
-	}
-	rel := s.addRelease(a, desc, images, status)
-	if status == "pending" {
-		s.outputs[rel.ID] = "Running release command...\n"
+		rel := s.addRelease(a, desc, images, status)
+		if status == "pending" {
+			s.outputs[rel.ID] = "Running release command...\n"
+		}
 	}
 	out := []hk.Formation{}
 	for _, t := range types {
