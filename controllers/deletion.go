@@ -35,7 +35,7 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 		return err
 	}
 	if app.Spec.DeletionPolicy == herokunixv1.DeletionPolicyScaleToZero && !app.Spec.Suspend && owns {
-		if err := r.scaleToZero(ctx, app); err != nil {
+		if err := r.scaleToZero(ctx, p); err != nil {
 			if errors.Is(err, heroku.ErrNotFound) {
 				r.event(app, corev1.EventTypeNormal, herokunixv1.ReasonDeleting, "Delete", "Heroku app %s is gone; nothing to scale", app.Spec.AppName)
 			} else if waited := p.now.Sub(app.DeletionTimestamp.Time); waited < r.deletionGrace() {
@@ -73,15 +73,12 @@ func (r *HerokuNixAppReconciler) ownsHerokuApp(ctx context.Context, app *herokun
 }
 
 // scaleToZero sets every process type of the app to zero dynos.
-func (r *HerokuNixAppReconciler) scaleToZero(ctx context.Context, app *herokunixv1.HerokuNixApp) error {
-	key, err := r.apiKey(ctx, app)
-	if err != nil {
+func (r *HerokuNixAppReconciler) scaleToZero(ctx context.Context, p *pass) error {
+	app := p.app
+	if err := r.reconcileCredentials(ctx, p); err != nil {
 		return err
 	}
-	hk, err := r.Heroku.For(key)
-	if err != nil {
-		return err
-	}
+	hk := p.heroku
 	current, err := hk.Formation(ctx, app.Spec.AppName)
 	if err != nil {
 		return err
