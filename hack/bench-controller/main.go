@@ -14,8 +14,6 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"sync"
@@ -38,7 +36,6 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -47,6 +44,7 @@ import (
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
+	"github.com/herokunix/herokunix/internal/localenv"
 	"github.com/herokunix/herokunix/test/herokustub"
 	"github.com/herokunix/herokunix/test/kubelet"
 )
@@ -62,15 +60,11 @@ func main() {
 }
 
 func run(n, concurrency int) error {
-	log.SetLogger(logr.Discard()) // the bench measures, it does not narrate
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		out, err := exec.Command("hack/envtest-assets.sh").Output()
-		if err != nil {
-			return fmt.Errorf("hack/envtest-assets.sh (run from the repo root): %w", err)
-		}
-		os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+	log.SetLogger(logr.Discard())             // the bench measures, it does not narrate
+	env, err := localenv.NewControlPlane(".") // run from the repo root
+	if err != nil {
+		return err
 	}
-	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
 		return err

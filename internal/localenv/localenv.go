@@ -99,21 +99,34 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 	return e, nil
 }
 
-func (e *Env) startControlPlane() error {
+// NewControlPlane is a local kube-apiserver and etcd with herokunix's CRD,
+// not started yet. Unless KUBEBUILDER_ASSETS names them already, the
+// binaries come from hack/envtest-assets.sh under root (the herokunix
+// checkout), which builds them the first time (about 10 minutes).
+func NewControlPlane(root string) (*envtest.Environment, error) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		e.log.Info("making envtest binaries available (the first time builds them: about 10 minutes)")
-		cmd := exec.Command(filepath.Join(e.root, "hack", "envtest-assets.sh"))
+		cmd := exec.Command(filepath.Join(root, "hack", "envtest-assets.sh"))
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
 		if err != nil {
-			return fmt.Errorf("hack/envtest-assets.sh: %w", err)
+			return nil, fmt.Errorf("hack/envtest-assets.sh: %w", err)
 		}
-		os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+		if err := os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out))); err != nil {
+			return nil, err
+		}
 	}
-	e.control = &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join(e.root, "config", "crd", "bases")},
+	return &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(root, "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
+	}, nil
+}
+
+func (e *Env) startControlPlane() error {
+	control, err := NewControlPlane(e.root)
+	if err != nil {
+		return err
 	}
+	e.control = control
 	cfg, err := e.control.Start()
 	if err != nil {
 		return fmt.Errorf("starting the local control plane: %w", err)

@@ -8,9 +8,7 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,9 +17,9 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/localenv"
 )
 
 var (
@@ -35,21 +33,17 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	if err := ensureAssets(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		panic(err)
 	}
 	if err := herokunixv1.AddToScheme(scheme); err != nil {
 		panic(err)
 	}
-	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
-		ErrorIfCRDPathMissing: true,
+	env, err := localenv.NewControlPlane(filepath.Join("..", ".."))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
-	var err error
 	cfg, err = env.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
@@ -66,19 +60,6 @@ func run(m *testing.M) int {
 		return 1
 	}
 	return m.Run()
-}
-
-// ensureAssets points envtest at the project's own kube-apiserver and etcd,
-// building them on first use, so `go test ./...` works without a Makefile.
-func ensureAssets() error {
-	if os.Getenv("KUBEBUILDER_ASSETS") != "" {
-		return nil
-	}
-	out, err := exec.Command(filepath.Join("..", "..", "hack", "envtest-assets.sh")).Output()
-	if err != nil {
-		return fmt.Errorf("hack/envtest-assets.sh: %w", err)
-	}
-	return os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
 }
 
 // newNamespace creates a namespace for one test and deletes it afterwards.
