@@ -4,26 +4,24 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
-	"github.com/herokunix/herokunix/internal/pipeline"
 )
 
 // LocalBuilder runs builds in the controller's own process, with the Nix
 // installed where it runs (--builder=local). It runs the same build and
 // push code as a build Job.
 type LocalBuilder struct {
-	Nix          nixbuild.Options
+	Nix          nixbuild.Nix
 	RegistryHost string
 	// InsecureRegistry talks plain HTTP to the registry (local default).
 	InsecureRegistry bool
@@ -92,15 +90,15 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 	if err != nil {
 		return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("making workspace: %v", err)}
 	}
-	defer makeWritableAndRemove(workspace)
+	defer func() { _ = nixbuild.RemoveAllWritable(workspace) }()
 
-	if _, err := pipeline.Build(ctx, l.Nix, b.Request, workspace); err != nil {
+	if _, err := nixbuild.Run(ctx, l.Nix, b.Request, workspace); err != nil {
 		return BuildState{Phase: BuildFailed, Message: err.Error()}
 	}
-	res, err := pipeline.Push(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
-		Remote:   []remote.Option{remote.WithAuth(&authn.Basic{Username: "_", Password: apiKey}), remote.WithContext(ctx)},
+	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
+		Options:  image.Options{TempDir: workspace},
+		Remote:   []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
 		Insecure: l.InsecureRegistry,
-		TempDir:  workspace,
 	})
 	if err != nil {
 		return BuildState{Phase: BuildFailed, Message: err.Error()}
@@ -121,16 +119,4 @@ func (l *LocalBuilder) CancelOthers(_ context.Context, app *herokunixv1.HerokuNi
 		}
 	}
 	return nil
-}
-
-// makeWritableAndRemove deletes a workspace; store paths copied into it are
-// read-only, so directories are made writable first.
-func makeWritableAndRemove(dir string) {
-	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(path, 0o755)
-		}
-		return nil
-	})
-	_ = os.RemoveAll(dir)
 }

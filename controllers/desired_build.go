@@ -43,7 +43,7 @@ func DesiredBuildFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh 
 		TrustedPublicKeys: app.Spec.Build.TrustedPublicKeys,
 	}
 	for name, p := range app.Spec.Processes {
-		req.Processes[name] = artifact.BuildProcess{Attribute: p.Attribute, Command: p.Command, Kind: p.Kind}
+		req.Processes[name] = artifact.BuildProcess{Attribute: p.Attribute, Command: p.Command, Kind: artifact.Kind(p.Kind)}
 	}
 	timeout := defaultBuildTimeout
 	if app.Spec.Build.Timeout != nil {

@@ -174,7 +174,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	case "local":
 		buildEvents = make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 64)
 		builder = &controllers.LocalBuilder{
-			Nix:              nixbuild.Options{Offline: f.nixOffline},
+			Nix:              nixbuild.Nix{Offline: f.nixOffline},
 			RegistryHost:     f.registryHost,
 			InsecureRegistry: f.insecureRegistry,
 			WorkDir:          f.workDir,

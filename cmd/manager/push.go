@@ -10,11 +10,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
-	"github.com/herokunix/herokunix/internal/pipeline"
 )
 
 // runPush is the push container: the only place the Heroku key is. It
@@ -39,8 +38,8 @@ func runPush(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res, err := pipeline.Push(ctx, *workspace, *registry, *app, image.PushOptions{
-		Remote:   []remote.Option{remote.WithAuth(&authn.Basic{Username: "_", Password: key}), remote.WithContext(ctx)},
+	res, err := image.PushWorkspace(ctx, *workspace, *registry, *app, image.PushOptions{
+		Remote:   []remote.Option{remote.WithAuth(heroku.RegistryAuth(key)), remote.WithContext(ctx)},
 		Insecure: *insecure,
 		Progress: os.Stderr,
 	})

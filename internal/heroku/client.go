@@ -170,7 +170,12 @@ func (c *Client) RegistryHost() string { return c.registryHost }
 
 // RegistryAuth gives go-containerregistry the registry credentials: Basic
 // with user "_" and the API key as password. The value prints redacted.
-func (c *Client) RegistryAuth() authn.Authenticator { return registryAuth{key: c.key} }
+func (c *Client) RegistryAuth() authn.Authenticator { return RegistryAuth(c.key) }
+
+// RegistryAuth is the registry credentials for the API key key: Basic with
+// user "_" and the key as password. The value prints redacted (String,
+// GoString), so it can be logged or wrapped into errors without the key.
+func RegistryAuth(key string) authn.Authenticator { return registryAuth{key: key} }
 
 type registryAuth struct{ key string }
 

@@ -3,6 +3,7 @@ package heroku
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -516,6 +517,13 @@ func TestRegistryCredentials(t *testing.T) {
 	ac, err := c.RegistryAuth().Authorization()
 	if err != nil || ac.Username != "_" || ac.Password != testKey {
 		t.Errorf("auth = %+v, %v", ac, err)
+	}
+	auth := RegistryAuth(testKey)
+	if ac, err := auth.Authorization(); err != nil || ac.Username != "_" || ac.Password != testKey {
+		t.Errorf("RegistryAuth(key) = %+v, %v", ac, err)
+	}
+	if s := fmt.Sprintf("%v %+v %#v %s", auth, auth, auth, auth); strings.Contains(s, testKey) {
+		t.Errorf("RegistryAuth(key) prints the key: %s", s)
 	}
 }
 

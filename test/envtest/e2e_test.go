@@ -20,7 +20,7 @@ func withLocalBuilder(t *testing.T) harnessOption {
 	return func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options) {
 		events := make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 16)
 		r.Builder = &controllers.LocalBuilder{
-			Nix:          nixbuild.Options{Offline: true},
+			Nix:          nixbuild.Nix{Offline: true},
 			RegistryHost: h.registryHost,
 			WorkDir:      t.TempDir(),
 			Events:       events,
