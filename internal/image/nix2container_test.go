@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/nix2container"
 )
 
 var (
@@ -176,10 +177,21 @@ func TestNix2ContainerPrebuiltLayerIsChecked(t *testing.T) {
 	}
 }
 
+// FuzzParseNix2Container is the one fuzz target of nix2container's JSON.
 func FuzzParseNix2Container(f *testing.F) {
 	f.Add([]byte(n2cJSON("sha256:" + strings.Repeat("3", 64))))
 	f.Add([]byte(`{"version":1,"layers":[{"paths":[{"path":"/nix/store/00000000000000000000000000000000-x","options":{"perms":[{"regex":".*","mode":"7777"}]}}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// The build's view (nix2container.Parse, StorePaths) and the push's
+		// (the plan) of one document.
+		if doc, err := nix2container.Parse(data); err == nil {
+			paths, err := doc.StorePaths()
+			for _, p := range paths {
+				if err == nil && !artifact.IsStorePath(p) {
+					t.Fatalf("StorePaths listed %q", p)
+				}
+			}
+		}
 		plan, err := parseNix2Container(data, Options{MaxLayers: 16, MaxEntries: 1000, MaxBytes: 1 << 20})
 		if err != nil {
 			return
