@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,9 +98,10 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		return BuildState{Phase: BuildFailed, Message: err.Error()}
 	}
 	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
-		Options:  image.Options{TempDir: workspace},
-		Remote:   []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
-		Insecure: l.InsecureRegistry,
+		Options:   image.Options{TempDir: workspace},
+		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
+		Insecure:  l.InsecureRegistry,
+		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
 	})
 	if err != nil {
 		return BuildState{Phase: BuildFailed, Message: err.Error()}

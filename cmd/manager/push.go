@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -27,6 +28,7 @@ func runPush(args []string) error {
 	insecure := fs.Bool("insecure-registry", false, "talk plain HTTP to the registry (local testing only)")
 	result := fs.String("result", "/dev/termination-log", "where to write the result JSON")
 	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole push")
+	processes := fs.String("processes", "", "comma-separated process types of the build request; when set, a manifest with any other set is refused")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,9 +41,10 @@ func runPush(args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	res, err := image.PushWorkspace(ctx, *workspace, *registry, *app, image.PushOptions{
-		Remote:   []remote.Option{remote.WithAuth(heroku.RegistryAuth(key)), remote.WithContext(ctx)},
-		Insecure: *insecure,
-		Progress: os.Stderr,
+		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(key)), remote.WithContext(ctx)},
+		Insecure:  *insecure,
+		Progress:  os.Stderr,
+		Processes: processTypes(*processes),
 	})
 	if err != nil {
 		return err
@@ -54,4 +57,12 @@ func runPush(args []string) error {
 		return fmt.Errorf("writing result: %w", err)
 	}
 	return nil
+}
+
+// processTypes splits the --processes flag; nil when it is empty.
+func processTypes(flag string) []string {
+	if flag == "" {
+		return nil
+	}
+	return strings.Split(flag, ",")
 }

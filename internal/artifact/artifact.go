@@ -20,6 +20,7 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -140,6 +141,9 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		return nil, errors.New("build manifest lists no processes")
 	}
 	for name, p := range m.Processes {
+		if err := ValidateProcessType(name); err != nil {
+			return nil, fmt.Errorf("build manifest: %w", err)
+		}
 		for _, rel := range []string{p.Archive, p.Nix2ContainerJSON} {
 			if rel != "" && !filepath.IsLocal(rel) {
 				return nil, fmt.Errorf("build manifest: process %q names a file outside the workspace: %q", name, rel)
@@ -152,6 +156,38 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		}
 	}
 	return &m, nil
+}
+
+// processTypeRE matches the process types a build accepts; they name files
+// in the workspace and repositories in the registry.
+var processTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
+// ValidateProcessType refuses a process type that could not name a file in
+// the workspace or a repository under the app (no "/", no "..").
+func ValidateProcessType(name string) error {
+	if !processTypeRE.MatchString(name) {
+		return fmt.Errorf("process type %q is not a valid name (letters, digits, '_' and '-', at most 63)", name)
+	}
+	return nil
+}
+
+// CheckProcessTypes refuses a document from a build whose process types
+// are not exactly want (the build request's): none extra, none missing.
+func CheckProcessTypes[V any](what string, got map[string]V, want []string) error {
+	for _, name := range want {
+		if _, ok := got[name]; !ok {
+			return fmt.Errorf("%s lacks process type %q", what, name)
+		}
+	}
+	if len(got) != len(want) {
+		for name := range got {
+			if !slices.Contains(want, name) {
+				return fmt.Errorf("%s has process type %q, which the build request does not", what, name)
+			}
+		}
+		return fmt.Errorf("%s lists %d process types, the build request %d", what, len(got), len(want))
+	}
+	return nil
 }
 
 // StorePathPattern is the syntax of a top-level Nix store path, unanchored:
@@ -252,6 +288,9 @@ func ParseResult(b []byte) (*Result, error) {
 		return nil, errors.New("build result has no images")
 	}
 	for name, img := range r.Images {
+		if err := ValidateProcessType(name); err != nil {
+			return nil, fmt.Errorf("build result: %w", err)
+		}
 		if !digestRE.MatchString(img.ImageID) || !digestRE.MatchString(img.Digest) {
 			return nil, fmt.Errorf("build result: process %q has a malformed digest", name)
 		}

@@ -40,6 +40,7 @@ func TestParseResultRefusesMalformedInput(t *testing.T) {
 		"no images":          `{"lockedFlake":"x"}`,
 		"a malformed digest": `{"lockedFlake":"x","images":{"web":{"imageID":"sha256:zz","digest":"` + digest + `"}}}`,
 		"too large":          `{"lockedFlake":"` + strings.Repeat("x", MaxResultSize) + `"}`,
+		"another app's path": `{"lockedFlake":"x","images":{"../other-app/web":{"imageID":"` + digest + `","digest":"` + digest + `"}}}`,
 	} {
 		if _, err := ParseResult([]byte(in)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -52,11 +53,12 @@ func TestParseResultRefusesMalformedInput(t *testing.T) {
 
 func TestReadManifestRefusesPathsOutsideTheWorkspace(t *testing.T) {
 	for name, m := range map[string]string{
-		"archive outside":   `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"../../etc/shadow"}}}`,
-		"absolute archive":  `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"/etc/shadow"}}}`,
-		"not a store path":  `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/etc","narSize":1}]}}}`,
-		"store path escape": `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/nix/store/00000000000000000000000000000000-a/../../etc","narSize":1}]}}}`,
-		"no processes":      `{"lockedFlake":"x","processes":{}}`,
+		"archive outside":    `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"../../etc/shadow"}}}`,
+		"absolute archive":   `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"/etc/shadow"}}}`,
+		"not a store path":   `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/etc","narSize":1}]}}}`,
+		"store path escape":  `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/nix/store/00000000000000000000000000000000-a/../../etc","narSize":1}]}}}`,
+		"no processes":       `{"lockedFlake":"x","processes":{}}`,
+		"another app's path": `{"lockedFlake":"x","processes":{"../other-app/web":{"kind":"docker-archive","archive":"web.tar"}}}`,
 	} {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, ManifestFile), []byte(m), 0o644); err != nil {
@@ -202,6 +204,25 @@ func TestIsTarAndIsGzip(t *testing.T) {
 	} {
 		if IsTar(tc.head) != tc.tar || IsGzip(tc.head) != tc.isGzip {
 			t.Errorf("%s: IsTar %v, IsGzip %v", name, IsTar(tc.head), IsGzip(tc.head))
+		}
+	}
+}
+
+func TestCheckProcessTypes(t *testing.T) {
+	want := []string{"web", "worker"}
+	for name, tc := range map[string]struct {
+		got     map[string]Image
+		wantErr string
+	}{
+		"the same types":  {map[string]Image{"web": {}, "worker": {}}, ""},
+		"an extra type":   {map[string]Image{"web": {}, "worker": {}, "release": {}}, `"release"`},
+		"a missing type":  {map[string]Image{"web": {}}, `lacks process type "worker"`},
+		"a swapped type":  {map[string]Image{"web": {}, "release": {}}, `lacks process type "worker"`},
+		"no types at all": {nil, "lacks"},
+	} {
+		err := CheckProcessTypes("build result", tc.got, want)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: error %v, want %q", name, err, tc.wantErr)
 		}
 	}
 }

@@ -86,6 +86,10 @@ type PushOptions struct {
 	// Progress, when set, receives one line per process type saying how
 	// its image was made.
 	Progress io.Writer
+	// Processes, when set, are the build request's process types: a
+	// manifest that lists any other set is refused, since the build that
+	// wrote it ran user code.
+	Processes []string
 }
 
 // PushWorkspace makes an image for every process of the build manifest in
@@ -101,6 +105,11 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 	}
 	if m.Unchanged {
 		return &artifact.Result{Revision: m.Revision, LockedFlake: m.LockedFlake, Unchanged: true}, nil
+	}
+	if opts.Processes != nil {
+		if err := artifact.CheckProcessTypes("build manifest", m.Processes, opts.Processes); err != nil {
+			return nil, err
+		}
 	}
 	var nameOpts []name.Option
 	if opts.Insecure {

@@ -153,7 +153,7 @@ func validateRequest(req artifact.BuildRequest) error {
 		return errors.New("no processes to build")
 	}
 	for name, p := range req.Processes {
-		if err := validateProcessName(name); err != nil {
+		if err := artifact.ValidateProcessType(name); err != nil {
 			return err
 		}
 		if err := ValidateAttribute(p.Attribute); err != nil {
