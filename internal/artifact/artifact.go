@@ -190,11 +190,10 @@ func CheckProcessTypes[V any](what string, got map[string]V, want []string) erro
 	return nil
 }
 
-// StorePathPattern is the syntax of a top-level Nix store path, unanchored:
-// the one spelling every reader of store paths builds on.
-const StorePathPattern = `/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+`
-
-var storePathRE = regexp.MustCompile(`^` + StorePathPattern + `$`)
+// storePathRE is the one spelling of a top-level Nix store path; every
+// other store-path check (StorePathOf, and through it nix2container and
+// image) builds on IsStorePath.
+var storePathRE = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$`)
 
 // IsStorePath reports whether p is a top-level Nix store path (no subpath).
 func IsStorePath(p string) bool { return storePathRE.MatchString(p) && !strings.Contains(p, "/../") }

@@ -154,22 +154,6 @@ func finish(cfg v1.ConfigFile, keys []string, layers []v1.Layer, reused []bool, 
 	return img, stats, err
 }
 
-func record(key string, l v1.Layer) (layerRecord, error) {
-	d, err := l.Digest()
-	if err != nil {
-		return layerRecord{}, err
-	}
-	diffID, err := l.DiffID()
-	if err != nil {
-		return layerRecord{}, err
-	}
-	size, err := l.Size()
-	if err != nil {
-		return layerRecord{}, err
-	}
-	return layerRecord{Key: key, DiffID: diffID.String(), Digest: d.String(), Size: size}, nil
-}
-
 // assemble makes a Docker schema 2, linux/amd64 image from a config and its
 // layers. cfg's RootFS is replaced by the layers' diff IDs; history, when
 // given, must have one entry per layer.
