@@ -316,11 +316,33 @@ func (s *Server) patchConfigVars(w http.ResponseWriter, r *http.Request) {
 	if a == nil {
 		return
 	}
+	s.setConfigVarsLocked(a, body)
+	writeJSON(w, http.StatusOK, a.configVars)
+}
+
+// SetConfigVars changes config vars as a user's `heroku config:set` does
+// (a nil value removes one): a new release, in its release phase while the
+// formation holds a release image.
+func (s *Server) SetConfigVars(appName string, vars map[string]*string) error {
+	if len(vars) == 0 {
+		return fmt.Errorf("herokustub: no config vars to set")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.apps[appName]
+	if a == nil {
+		return fmt.Errorf("herokustub: no app %q", appName)
+	}
+	s.setConfigVarsLocked(a, vars)
+	return nil
+}
+
+func (s *Server) setConfigVarsLocked(a *app, vars map[string]*string) {
 	if a.configVars == nil {
 		a.configVars = map[string]string{}
 	}
 	var set, removed []string
-	for k, v := range body {
+	for k, v := range vars {
 		if v == nil {
 			delete(a.configVars, k)
 			removed = append(removed, k)
@@ -339,5 +361,4 @@ func (s *Server) patchConfigVars(w http.ResponseWriter, r *http.Request) {
 		desc = "Remove " + strings.Join(removed, ", ") + " config vars"
 	}
 	s.newRelease(a, desc, formationImages(a))
-	writeJSON(w, http.StatusOK, a.configVars)
 }
