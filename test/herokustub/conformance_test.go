@@ -176,7 +176,7 @@ func TestTheReleasePhaseRunsForEveryNewRelease(t *testing.T) {
 		if last.Status != "pending" || last.Current || last.Images["release"] != rel {
 			t.Errorf("%s: %+v, want pending with the release image", what, last)
 		}
-		a := f.get(t, "/apps/shop/releases/" + last.ID)
+		a := f.get(t, "/apps/shop/releases/"+last.ID)
 		var body struct {
 			Status          string  `json:"status"`
 			OutputStreamURL *string `json:"output_stream_url"`
