@@ -377,13 +377,3 @@ func (s *Server) scaleOne(w http.ResponseWriter, a *app, u formationUpdate) {
 	f.UpdatedAt = s.now().UTC()
 	writeJSON(w, http.StatusOK, formationJSON(a, f))
 }
-
-// currentRelease is the release the app runs, or nil.
-func currentRelease(a *app) *Release {
-	for i := len(a.releases) - 1; i >= 0; i-- {
-		if a.releases[i].Current {
-			return a.releases[i]
-		}
-	}
-	return nil
-}

@@ -77,7 +77,7 @@ func parseRange(h string, fields ...string) (listRange, error) {
 		known = known || f == m[1]
 	}
 	if !known {
-		return lr, fmt.Errorf("Range field %q is not one of %s", m[1], strings.Join(fields, ", "))
+		return lr, fmt.Errorf("range field %q is not one of %s", m[1], strings.Join(fields, ", "))
 	}
 	lr.field, lr.start, lr.end = m[1], m[3], m[4]
 	lr.startExcl, lr.endExcl = m[2] == "]", m[5] == "["
