@@ -134,6 +134,9 @@ type cliEnv struct {
 
 	mu  sync.Mutex
 	sni []string
+	// onStream, when set, runs once when the CLI first reads a release's
+	// output stream: the release phase ends while the CLI streams it.
+	onStream func()
 }
 
 func newCLIEnv(t *testing.T) *cliEnv {
@@ -166,6 +169,15 @@ func newCLIEnv(t *testing.T) *cliEnv {
 		t.Skipf("cannot listen on port 443 of a loopback address (needs root): %v", err)
 	}
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/streams/release/") {
+			e.mu.Lock()
+			finish := e.onStream
+			e.onStream = nil
+			e.mu.Unlock()
+			if finish != nil {
+				finish()
+			}
+		}
 		if strings.HasPrefix(r.Host, "registry.") {
 			f.s.RegistryHandler().ServeHTTP(w, r)
 			return
@@ -188,6 +200,16 @@ func newCLIEnv(t *testing.T) *cliEnv {
 
 // run runs one CLI command and returns its output.
 func (e *cliEnv) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := e.command(t, args...)
+	if err != nil {
+		t.Fatalf("heroku %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// command runs one CLI command and returns its output and exit error.
+func (e *cliEnv) command(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -213,11 +235,14 @@ func (e *cliEnv) run(t *testing.T, args ...string) string {
 		"HEROKUSTUB_LOOKUPS=" + e.lookups,
 	}
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("heroku %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	t.Logf("heroku %s:\n%s", strings.Join(args, " "), out)
-	return string(out)
+	t.Logf("heroku %s (%v):\n%s", strings.Join(args, " "), err, out)
+	return string(out), err
+}
+
+// unwrap undoes the CLI's wrapping of warnings (" ›   " continuation
+// lines).
+func unwrap(out string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(out, "›", " ")), " ")
 }
 
 // names are the host names the CLI looked up and asked for in TLS.
@@ -265,6 +290,30 @@ func TestHerokuCLIDrivesTheStandIn(t *testing.T) {
 	}
 	if !sawManifest || !sawPatch {
 		t.Errorf("container:release calls %+v", f.s.Calls())
+	}
+
+	// Per-type ignore: the CLI shows the stand-in's [U] Warning-Message.
+	out = e.run(t, "container:release", "web", "-a", "shop")
+	if n := len(f.s.Releases("shop")); n != 3 || !strings.Contains(unwrap(out), "The process type web was not updated, because it is already running the specified docker image.") {
+		t.Errorf("releasing the running image again: %d releases\n%s", n, out)
+	}
+
+	// A release phase that fails while the CLI streams its output: the CLI
+	// reads the release once more and reports the failure; v3 stays current.
+	f.push(t, "shop/release")
+	e.mu.Lock()
+	e.onStream = func() {
+		if err := f.s.CompletePendingRelease("shop", false); err != nil {
+			t.Error(err)
+		}
+	}
+	e.mu.Unlock()
+	out, err := e.command(t, "container:release", "release", "-a", "shop")
+	if err == nil || !strings.Contains(out, "Running release command...") || !strings.Contains(out, "release command failed") {
+		t.Errorf("a failing release phase: %v\n%s", err, out)
+	}
+	if cur := f.currentVersion("shop"); cur != 3 || f.latest(t, "shop").Status != "failed" {
+		t.Errorf("current v%d, latest %+v", cur, f.latest(t, "shop"))
 	}
 
 	f.s.ResetCalls()
