@@ -1,10 +1,18 @@
 // Package herokustub is a stand-in for the Heroku Platform API and container
-// registry, faithful for the calls herokunix makes (see
-// shared/design/heroku.md). Tests and the controller's offline local default
-// run against it: it checks Bearer auth and the Accept version, sends
-// Request-Id and RateLimit-Remaining, spends a 4,500-token bucket refilled at
-// 75 a minute, keeps apps, releases and formation, resolves docker_image to
-// config digests actually pushed to <app>/<type>, and lets tests inject
+// registry, faithful for the calls herokunix and Heroku's own clients (the
+// CLI's container:*, releases and ps:scale; heroku-go) make. Every behaviour
+// comes from a source named in shared/design/heroku.md; where the stand-in
+// chooses without one, its comment says "[U]", and where it is stricter
+// than Heroku is known to be, it says that.
+//
+// It checks Bearer auth and the Accept version, sends Request-Id and
+// RateLimit-Remaining, spends a 4,500-token bucket refilled at 75 a minute,
+// keeps Cedar and Fir apps, releases (pending, succeeded, failed, expired,
+// null) and formation with its release-phase image, releases per process
+// type against the formation, runs the release phase for every new release
+// while a release image is set, removes process types, rolls back, pages
+// with Heroku's ranges, writes Heroku's error bodies, resolves docker_image
+// to config digests actually pushed to <app>/<type>, and lets tests inject
 // faults. It imports no testing package.
 package herokustub
 
