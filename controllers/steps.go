@@ -31,13 +31,6 @@ func (r *HerokuNixAppReconciler) reconcileFinalizer(ctx context.Context, p *pass
 	return nil
 }
 
-// reconcileSuspend ends the pass when spec.suspend is set; Heroku is left
-// as it is and no build runs.
-func (r *HerokuNixAppReconciler) reconcileSuspend(_ context.Context, p *pass) error {
-	p.suspended = p.app.Spec.Suspend
-	return nil
-}
-
 // reconcileRequest handles the reconcile-now annotation: a new value forces
 // a re-resolution of a moving ref (or a retry of a failed build), and is
 // recorded as handled when the pass ends without error.
@@ -156,8 +149,10 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		}
 		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded}
 	}
-	if state.Started {
-		r.event(app, corev1.EventTypeNormal, "BuildStarted", "Build", "building %s (%s)", app.Spec.Flake, want.Name)
+	if state.Started && want.Background {
+		// A build in the foreground shows on Ready (BuildRunning); one in
+		// the background does not.
+		r.event(app, corev1.EventTypeNormal, "BuildStarted", "Build", "refreshing %s in the background (%s)", app.Spec.Flake, want.Name)
 	}
 
 	switch state.Phase {
@@ -166,13 +161,16 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 			return nil // the deployed images keep serving meanwhile
 		}
 		setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildRunning, "building "+app.Spec.Flake)
-		p.wait = &wait{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
-		return nil
+		return &waiting{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
 	case BuildFailed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
 		metrics.BuildFinished(metrics.ResultFailed, buildDuration(app.Status.Build))
 		app.Status.Build.Message = truncate(state.Message, 2048)
-		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonBuildFailed, "Build", "build %s failed", want.Name)
+		if want.Background {
+			// Ready stays as it is; a failed first build is evented by
+			// Ready's change to BuildFailed.
+			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonBuildFailed, "Build", "background build %s failed; the deployed images keep running", want.Name)
+		}
 		return r.buildFailed(p, want, state.Message)
 	}
 

@@ -348,8 +348,6 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-func (h *harness) apiURL() string { return h.herokuURL }
-
 // namespaced limits a manager's cache to one namespace, so each test's
 // controller sees only its own objects.
 func namespaced(o cache.Options, ns string) cache.Options {
