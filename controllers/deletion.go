@@ -63,7 +63,7 @@ func (r *HerokuNixAppReconciler) ownsHerokuApp(ctx context.Context, app *herokun
 	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: app.Spec.AppName}); err != nil {
 		return false, fmt.Errorf("listing resources for app %s: %w", app.Spec.AppName, err)
 	}
-	owner := oldest(same.Items, app.UID)
+	owner := herokuAppOwner(same.Items, app.UID)
 	return owner == nil || owner.UID == app.UID, nil
 }
 

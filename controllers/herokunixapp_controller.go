@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,13 +21,12 @@ import (
 )
 
 // HerokuNixAppReconciler deploys HerokuNixApps: build the flake, push the
-// images, release them on Heroku, report on status.
+// images, release them on Heroku, report on status. NewReconciler makes one.
 type HerokuNixAppReconciler struct {
 	client.Client
 	// APIReader reads Secrets straight from the API server (they are not
-	// cached); default: the Client.
+	// cached).
 	APIReader client.Reader
-	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Builder   Builder
 	Heroku    *HerokuClients
@@ -39,6 +37,41 @@ type HerokuNixAppReconciler struct {
 	DeletionGracePeriod time.Duration
 	// ReleasePollInterval is how often a pending release is looked at.
 	ReleasePollInterval time.Duration
+}
+
+// ReconcilerConfig is what the reconciler needs besides a manager.
+type ReconcilerConfig struct {
+	// Builder runs builds: a JobBuilder (NewJobBuilder) or a LocalBuilder.
+	Builder Builder
+	// NewHeroku makes the Heroku client of an API key; one is made per key.
+	NewHeroku func(apiKey string) (HerokuAPI, error)
+	// DeletionGracePeriod and ReleasePollInterval: see the reconciler's
+	// fields (zero: their defaults).
+	DeletionGracePeriod time.Duration
+	ReleasePollInterval time.Duration
+}
+
+// NewReconciler wires a reconciler to mgr's client, its uncached reader
+// (Secrets are read from the API server, never from a cache) and an event
+// recorder.
+func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconciler, error) {
+	switch {
+	case mgr.GetAPIReader() == nil:
+		return nil, errors.New("the manager has no API reader, which Secrets are read through")
+	case cfg.Builder == nil:
+		return nil, errors.New("no builder")
+	case cfg.NewHeroku == nil:
+		return nil, errors.New("no Heroku client maker")
+	}
+	return &HerokuNixAppReconciler{
+		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
+		Recorder:            mgr.GetEventRecorder("herokunix"),
+		Builder:             cfg.Builder,
+		Heroku:              &HerokuClients{New: cfg.NewHeroku},
+		DeletionGracePeriod: cfg.DeletionGracePeriod,
+		ReleasePollInterval: cfg.ReleasePollInterval,
+	}, nil
 }
 
 // +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps,verbs=get;list;watch;patch
@@ -59,8 +92,8 @@ type pass struct {
 	heroku HerokuAPI
 	// forceRefresh asks for a re-resolution of a moving ref now.
 	forceRefresh bool
-	// request is a new reconcile-now annotation value this pass handles.
-	request string
+	// requestedAt is a new reconcile-now annotation value this pass handles.
+	requestedAt string
 }
 
 // step is one named part of a pass. A nil error lets the next step run;
@@ -96,7 +129,7 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) outcome {
 		return suspendedOutcome(p)
 	}
 	for _, s := range []step{
-		r.reconcileRequest,
+		r.reconcileRequestedAt,
 		r.reconcileConflict,
 		r.reconcileCredentials,
 		r.reconcileBuild,
@@ -104,10 +137,10 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) outcome {
 		r.reconcileFormation,
 	} {
 		if err := s(ctx, p); err != nil {
-			return outcome{Err: err, RequestedAt: p.request}
+			return outcome{Err: err, RequestedAt: p.requestedAt}
 		}
 	}
-	return outcome{RequestedAt: p.request}
+	return outcome{RequestedAt: p.requestedAt}
 }
 
 // suspendedOutcome ends a pass at spec.suspend: Heroku is left as it is
@@ -213,12 +246,10 @@ func reasonOf(err error) string {
 	return herokunixv1.ReasonProgressing
 }
 
-// jitter spreads resyncs of many resources over ±10% of the interval, so
-// they do not spend the Heroku budget in bursts.
+// jitter spreads resyncs of many resources over ±10% of the interval (d >
+// 0: IntervalDuration defaults it), so they do not spend the Heroku budget
+// in bursts.
 func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		d = 10 * time.Minute
-	}
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 

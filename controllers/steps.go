@@ -31,12 +31,12 @@ func (r *HerokuNixAppReconciler) reconcileFinalizer(ctx context.Context, p *pass
 	return nil
 }
 
-// reconcileRequest handles the reconcile-now annotation: a new value forces
+// reconcileRequestedAt handles the reconcile-now annotation: a new value forces
 // a re-resolution of a moving ref (or a retry of a failed build), and is
 // recorded as handled when the pass ends without error.
-func (r *HerokuNixAppReconciler) reconcileRequest(_ context.Context, p *pass) error {
+func (r *HerokuNixAppReconciler) reconcileRequestedAt(_ context.Context, p *pass) error {
 	if v, ok := p.app.Annotations[herokunixv1.ReconcileRequestAnnotation]; ok && v != p.app.Status.LastHandledReconcileAt {
-		p.forceRefresh, p.request = true, v
+		p.forceRefresh, p.requestedAt = true, v
 	}
 	return nil
 }
@@ -48,18 +48,19 @@ func (r *HerokuNixAppReconciler) reconcileConflict(ctx context.Context, p *pass)
 	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: p.app.Spec.AppName}); err != nil {
 		return fmt.Errorf("listing resources for app %s: %w", p.app.Spec.AppName, err)
 	}
-	if owner := oldest(same.Items, p.app.UID); owner != nil && owner.UID != p.app.UID {
+	if owner := herokuAppOwner(same.Items, p.app.UID); owner != nil && owner.UID != p.app.UID {
 		return stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is already deployed by HerokuNixApp %s/%s; delete one of them",
 			p.app.Spec.AppName, owner.Namespace, owner.Name)
 	}
 	return nil
 }
 
-// oldest picks the resource that owns an app: one that has released to it
-// before one that has not (so a newcomer elsewhere, perhaps without working
-// credentials, cannot take an app over), then the first created (ties by
-// namespace/name), ignoring ones being deleted other than asking.
-func oldest(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.HerokuNixApp {
+// herokuAppOwner picks the resource that owns a Heroku app among those
+// naming it: one that has released to it before one that has not (so a
+// newcomer elsewhere, perhaps without working credentials, cannot take an
+// app over), then the first created (ties by namespace/name), ignoring ones
+// being deleted other than asking.
+func herokuAppOwner(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.HerokuNixApp {
 	live := make([]*herokunixv1.HerokuNixApp, 0, len(apps))
 	for i := range apps {
 		if apps[i].DeletionTimestamp == nil || apps[i].UID == asking {
@@ -100,12 +101,8 @@ func (r *HerokuNixAppReconciler) reconcileCredentials(ctx context.Context, p *pa
 
 func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.HerokuNixApp) (string, error) {
 	ref := app.Spec.CredentialsSecretRef
-	var reader client.Reader = r.Client
-	if r.APIReader != nil {
-		reader = r.APIReader
-	}
 	var secret corev1.Secret
-	err := reader.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
 	if apierrors.IsNotFound(err) {
 		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", app.Namespace, ref.Name)
 	}
