@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -23,13 +24,19 @@ import (
 type JobBuilder struct {
 	Client client.Client
 	// APIReader lists a finished Job's pods from the API server, not a
-	// cache that may lag the Job (default: Client).
+	// cache that may lag the Job.
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Images    JobImages
 }
 
 var _ Builder = (*JobBuilder)(nil)
+
+// NewJobBuilder runs builds as Jobs through mgr's client, reading their
+// pods through its uncached reader.
+func NewJobBuilder(mgr ctrl.Manager, images JobImages) *JobBuilder {
+	return &JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Images: images}
+}
 
 // Ensure creates the build's Job if it does not exist and reads its outcome.
 func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, _ string) (BuildState, error) {
@@ -107,13 +114,9 @@ func jobHasCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
 // jobPods lists the pods a Job made.
 func (j *JobBuilder) jobPods(ctx context.Context, job *batchv1.Job) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	var reader client.Reader = j.Client
-	if j.APIReader != nil {
-		reader = j.APIReader
-	}
 	// By the Job's UID: a pod left from an earlier Job of the same name
 	// must not answer for this one.
-	if err := reader.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
+	if err := j.APIReader.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
 		return nil, fmt.Errorf("listing pods of build job %s: %w", job.Name, err)
 	}
 	return pods.Items, nil

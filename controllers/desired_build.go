@@ -67,15 +67,18 @@ func DesiredBuildFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh 
 	// A new build of the same spec is named after the one it follows, so
 	// each is a Job of its own and none is run twice.
 	next := buildName(app.Name, hashOf(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
-	// A moving ref is looked at again once the interval has passed: to
-	// refresh deployed images, or because a failed build may have a fix
-	// upstream by now.
-	due := (d.Background || last.Message != "") && isMovingRef(app.Spec.Flake) && now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
-	switch {
-	case forceRefresh && (last.Message != "" || (d.Background && isMovingRef(app.Spec.Flake))), due:
+	failed := last.Message != ""
+	moving := isMovingRef(app.Spec.Flake)
+	intervalPassed := now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
+	// A request retries a failed build, or refreshes deployed images of a
+	// moving ref. Without one, a moving ref is looked at again once the
+	// interval has passed: to refresh deployed images, or because a failed
+	// build may have a fix upstream by now.
+	requested := forceRefresh && (failed || (d.Background && moving))
+	due := (d.Background || failed) && moving && intervalPassed
+	d.Name = last.Job
+	if requested || due {
 		d.Name = next
-	default:
-		d.Name = last.Job
 	}
 	return d
 }

@@ -229,18 +229,18 @@ func TestTheOwnerOfAHerokuAppIsTheOneThatReleasedThere(t *testing.T) {
 	older := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "x", UID: "1", CreationTimestamp: at(1)}}
 	released := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "y", UID: "2", CreationTimestamp: at(2)},
 		Status: herokunixv1.HerokuNixAppStatus{Release: &herokunixv1.ReleaseStatus{ID: "r"}}}
-	if got := oldest([]herokunixv1.HerokuNixApp{older, released}, ""); got.UID != "2" {
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{older, released}, ""); got.UID != "2" {
 		t.Errorf("owner %s, want the one that released", got.UID)
 	}
-	if got := oldest([]herokunixv1.HerokuNixApp{older, {ObjectMeta: metav1.ObjectMeta{Name: "c", UID: "3", CreationTimestamp: at(3)}}}, ""); got.UID != "1" {
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{older, {ObjectMeta: metav1.ObjectMeta{Name: "c", UID: "3", CreationTimestamp: at(3)}}}, ""); got.UID != "1" {
 		t.Errorf("owner %s, want the oldest when none released", got.UID)
 	}
 	deleting := older
 	deleting.DeletionTimestamp = &metav1.Time{}
-	if got := oldest([]herokunixv1.HerokuNixApp{deleting}, ""); got != nil {
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{deleting}, ""); got != nil {
 		t.Errorf("a resource being deleted owns the app: %+v", got)
 	}
-	if got := oldest([]herokunixv1.HerokuNixApp{deleting}, "1"); got == nil || got.UID != "1" {
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{deleting}, "1"); got == nil || got.UID != "1" {
 		t.Error("a resource being deleted does not count itself when asking")
 	}
 }

@@ -15,6 +15,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -152,7 +153,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 		LeaderElection:                f.leaderElect,
 		LeaderElectionID:              "herokunix.dev",
 		LeaderElectionReleaseOnCancel: true,
-		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
+		GracefulShutdownTimeout:       ptr.To(30 * time.Second),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -168,9 +169,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	var buildEvents chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
 	switch f.builder {
 	case "job":
-		builder = &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{
-			Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost,
-		}}
+		builder = controllers.NewJobBuilder(mgr, controllers.JobImages{Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost})
 	case "local":
 		buildEvents = make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 64)
 		builder = &controllers.LocalBuilder{
@@ -184,25 +183,22 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 		return nil, fmt.Errorf("--builder must be job or local, not %q", f.builder)
 	}
 
-	r := &controllers.HerokuNixAppReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    scheme,
-		Recorder:  mgr.GetEventRecorder("herokunix"),
-		Builder:   builder,
-		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {
+	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
+		Builder: builder,
+		NewHeroku: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{
 				APIKey: key, BaseURL: f.herokuAPIURL, RegistryHost: f.registryHost,
 				RequestsPerHour: f.requestsPerHour, UserAgent: "herokunix/" + Version,
 				HTTPClient: &http.Client{Timeout: 30 * time.Second},
 				Observer:   metrics.HerokuObserver{},
 			})
-		}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("making the reconciler: %w", err)
 	}
 	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: f.concurrency, BuildEvents: buildEvents}); err != nil {
 		return nil, fmt.Errorf("setting up controller: %w", err)
 	}
 	return mgr, nil
 }
-
-func ptrDuration(d time.Duration) *time.Duration { return &d }

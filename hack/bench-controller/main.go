@@ -115,12 +115,14 @@ func run(n, concurrency int) error {
 	if err != nil {
 		return err
 	}
-	r := &controllers.HerokuNixAppReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Recorder: mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}},
-		Heroku: &controllers.HerokuClients{New: func(k string) (controllers.HerokuAPI, error) {
+	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
+		Builder: controllers.NewJobBuilder(mgr, controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}),
+		NewHeroku: func(k string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: k, BaseURL: api.URL, RegistryHost: registryHost, RequestsPerHour: 4500})
-		}},
+		},
+	})
+	if err != nil {
+		return err
 	}
 	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return err

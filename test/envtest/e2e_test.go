@@ -17,9 +17,9 @@ import (
 
 // withLocalBuilder builds in-process with the machine's Nix, offline.
 func withLocalBuilder(t *testing.T) harnessOption {
-	return func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options) {
+	return func(h *harness, c *controllers.ReconcilerConfig, o *controllers.Options) {
 		events := make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 16)
-		r.Builder = &controllers.LocalBuilder{
+		c.Builder = &controllers.LocalBuilder{
 			Nix:          nixbuild.Nix{Offline: true},
 			RegistryHost: h.registryHost,
 			WorkDir:      t.TempDir(),

@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,16 +60,18 @@ type harness struct {
 	registryHost string
 	herokuURL    string
 	logs         *syncBuffer
-	reconciler   *controllers.HerokuNixAppReconciler
 	// api is the Platform API handler the controller talks to: the
 	// stand-in, or a test's wrapper of it.
 	api atomic.Value
 }
 
-type harnessOption func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options)
+type harnessOption func(h *harness, c *controllers.ReconcilerConfig, o *controllers.Options)
 
+// newHarness starts a test's world. The test runs in parallel with the
+// others: everything it touches is its own.
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
+	t.Parallel()
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	h := &harness{t: t, g: NewWithT(t), ns: newNamespace(t), key: "hkkey-" + hex.EncodeToString(b), logs: &syncBuffer{}}
@@ -95,27 +99,25 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.reconciler = &controllers.HerokuNixAppReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    scheme,
-		Recorder:  mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{
-			Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost,
-		}},
-		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {
+	rcfg := controllers.ReconcilerConfig{
+		Builder: controllers.NewJobBuilder(mgr, controllers.JobImages{Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost}),
+		NewHeroku: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: key, BaseURL: api.URL, RegistryHost: h.registryHost})
-		}},
+		},
 		ReleasePollInterval: 100 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 	}
 	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {
-		o(h, h.reconciler, &copts)
+		o(h, &rcfg, &copts)
+	}
+	r, err := controllers.NewReconciler(mgr, rcfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.ctx = ctx
-	if err := h.reconciler.SetupWithManager(ctx, mgr, copts); err != nil {
+	if err := r.SetupWithManager(ctx, mgr, copts); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -257,11 +259,7 @@ func (h *harness) deployed(name string, mutate ...func(*herokunixv1.HerokuNixApp
 }
 
 func sortedProcesses(app *herokunixv1.HerokuNixApp) []string {
-	var out []string
-	for p := range app.Spec.Processes {
-		out = append(out, p)
-	}
-	return out
+	return slices.Sorted(maps.Keys(app.Spec.Processes))
 }
 
 // events lists the events recorded for a resource.
@@ -347,8 +345,6 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
-
-func (h *harness) apiURL() string { return h.herokuURL }
 
 // namespaced limits a manager's cache to one namespace, so each test's
 // controller sees only its own objects.
