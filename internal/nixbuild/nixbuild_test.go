@@ -20,6 +20,7 @@ import (
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 const pkgs = "packages.x86_64-linux."
@@ -28,7 +29,7 @@ const pkgs = "packages.x86_64-linux."
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
 func nixOptions(t *testing.T) nixbuild.Options {
 	t.Helper()
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	opts := nixbuild.Options{Offline: true}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr
@@ -38,7 +39,7 @@ func nixOptions(t *testing.T) nixbuild.Options {
 
 func TestResolveReturnsALockedRef(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	locked, rev, err := nixbuild.Resolve(t.Context(), opts, ref)
 	if err != nil {
@@ -54,7 +55,7 @@ func TestResolveReturnsALockedRef(t *testing.T) {
 
 func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	ws := t.TempDir()
 
 	start := time.Now()
@@ -110,7 +111,7 @@ func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 
 func TestRunExportsDockerArchives(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.DockerArchive)
+	ref := fixturestest.Prepare(t, fixtures.DockerArchive)
 	ws := t.TempDir()
 
 	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
@@ -181,7 +182,7 @@ func TestRunExportsDockerArchives(t *testing.T) {
 
 func TestRunExportsNix2ContainerJSONAndItsClosure(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Nix2Container)
+	ref := fixturestest.Prepare(t, fixtures.Nix2Container)
 	ws := t.TempDir()
 
 	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
@@ -225,7 +226,7 @@ func TestRunExportsNix2ContainerJSONAndItsClosure(t *testing.T) {
 
 func TestRunHonoursAStatedKind(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.DockerArchive)
+	ref := fixturestest.Prepare(t, fixtures.DockerArchive)
 
 	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
 		Flake: ref,
@@ -251,7 +252,7 @@ func TestRunHonoursAStatedKind(t *testing.T) {
 
 func TestRunReportsTheTailOfNixOutputForAMissingAttribute(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	_, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
 		Flake:     ref,
@@ -330,7 +331,7 @@ func TestRunRefusesBadInputBeforeRunningNix(t *testing.T) {
 func TestRunStopsWhenTheTimeoutHasAlreadyPassed(t *testing.T) {
 	opts := nixOptions(t)
 	opts.Timeout = time.Nanosecond
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	_, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
 		Flake:     ref,
@@ -470,7 +471,7 @@ func assertClosureCopied(t *testing.T, ws string, closure []artifact.StorePath) 
 
 func TestResolveReadsTheExtraNixConf(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	// A flake registry named in the extra nix.conf is the only way the
 	// indirect ref below can resolve.
 	dir := t.TempDir()
@@ -496,7 +497,7 @@ func TestResolveReadsTheExtraNixConf(t *testing.T) {
 
 func TestRunCopiesTheClosureWithoutNixCopyWhenTheWorkspaceIsNoStoreURL(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	// A '?' in the path cannot go into a local?root= store URL: the closure
 	// is copied file by file instead.
 	ws := filepath.Join(t.TempDir(), "work?space")
