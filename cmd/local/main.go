@@ -64,12 +64,15 @@ func run(args []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin, err := buildManager(ctx, root, dir)
-	if err != nil {
-		return err
-	}
+	// The manager builds while the local control plane starts.
+	bin := filepath.Join(dir, "manager")
+	built := make(chan error, 1)
+	go func() { built <- buildManager(ctx, root, bin) }()
 
 	if !useLocal(f.local) {
+		if err := <-built; err != nil {
+			return err
+		}
 		log.Info("a cluster is configured: running the manager against it")
 		manager, err := startManager(ctx, bin, managerArgs, nil)
 		if err != nil {
@@ -80,11 +83,15 @@ func run(args []string) error {
 	log.Info("no cluster configured: starting the embedded local default")
 	env, err := localenv.Start(ctx, localenv.Options{Log: log, RepoRoot: root})
 	if err != nil {
-		return fmt.Errorf("starting the local default: %w", err)
+		err = fmt.Errorf("starting the local default: %w", err)
+	} else {
+		defer env.Stop()
 	}
-	defer env.Stop()
+	if err := errors.Join(err, <-built); err != nil {
+		return err
+	}
 
-	// The defaults' own flags come last, so they win over the same flags in
+	// The local default's flags come last, so they win over the same flags in
 	// managerArgs: the local default has no other Heroku or registry.
 	managerCtx, stopManager := context.WithCancel(ctx)
 	defer stopManager()
@@ -144,17 +151,16 @@ func useLocal(mode string) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
-// buildManager builds cmd/manager from the checkout at root into dir, so
+// buildManager builds cmd/manager from the checkout at root as bin, so
 // that what runs is the production binary, flags and all.
-func buildManager(ctx context.Context, root, dir string) (string, error) {
-	bin := filepath.Join(dir, "manager")
+func buildManager(ctx context.Context, root, bin string) error {
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("building cmd/manager: %w", err)
+		return fmt.Errorf("building cmd/manager: %w", err)
 	}
-	return bin, nil
+	return nil
 }
 
 // startManager starts the manager with args and extra environment. It runs
