@@ -18,6 +18,7 @@ import (
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 	"github.com/herokunix/herokunix/test/herokustub"
 )
 
@@ -55,7 +56,7 @@ func managerBinary(t *testing.T) string {
 // termination message must be a result the controller accepts, naming an
 // image the Heroku registry stand-in holds.
 func TestBuildJobContainersRunAsTheJobRunsThem(t *testing.T) {
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	bin := managerBinary(t)
 	const key, appName = "job-test-key", "acme-shop"
 	stub := herokustub.New(herokustub.Options{APIKey: key})
@@ -67,7 +68,7 @@ func TestBuildJobContainersRunAsTheJobRunsThem(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "team-a"},
 		Spec: herokunixv1.HerokuNixAppSpec{
 			AppName:              appName,
-			Flake:                fixtures.Prepare(t, fixtures.Closure),
+			Flake:                fixturestest.Prepare(t, fixtures.Closure),
 			Processes:            map[string]herokunixv1.Process{"web": {Attribute: "packages.x86_64-linux.web", Command: []string{"bin/server"}}},
 			CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"},
 		},

@@ -13,6 +13,7 @@ import (
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 // withLocalBuilder builds in-process with the machine's Nix, offline.
@@ -32,10 +33,10 @@ func withLocalBuilder(t *testing.T) harnessOption {
 // TestEndToEndWithTheLocalBuilder deploys a fixture flake with a real Nix
 // build, a real push and a real release against the Heroku stand-in.
 func TestEndToEndWithTheLocalBuilder(t *testing.T) {
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	h := newHarness(t, withLocalBuilder(t))
 	h.createSecret()
-	flake := fixtures.Prepare(t, fixtures.Closure)
+	flake := fixturestest.Prepare(t, fixtures.Closure)
 	app := h.newApp("shop", func(a *herokunixv1.HerokuNixApp) {
 		a.Spec.Flake = flake
 		a.Spec.Processes = map[string]herokunixv1.Process{
