@@ -9,6 +9,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 )
 
 // TestAFailedBuildIsEventedOnce runs two passes over a new resource (its
@@ -18,11 +19,11 @@ func TestAFailedBuildIsEventedOnce(t *testing.T) {
 	w := newFakeWorld(t, app)
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
 
-	w.build.state = BuildState{Phase: BuildRunning, Started: true}
+	w.build.state = build.State{Phase: build.Running, Started: true}
 	if _, err := w.r.Reconcile(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}
-	w.build.state = BuildState{Phase: BuildFailed, Message: "error: attribute 'web' missing"}
+	w.build.state = build.State{Phase: build.Failed, Message: "error: attribute 'web' missing"}
 	if _, err := w.r.Reconcile(context.Background(), req); err != nil {
 		t.Fatal(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 )
 
@@ -152,13 +153,13 @@ func (f *fakeHeroku) ScaleFormation(_ context.Context, _ string, updates []herok
 
 // fakeBuilder answers Ensure with state and records what it was asked.
 type fakeBuilder struct {
-	state     BuildState
+	state     build.State
 	err       error
 	ensured   []string
 	cancelled []string
 }
 
-func (b *fakeBuilder) Ensure(_ context.Context, _ *herokunixv1.HerokuNixApp, d DesiredBuild, _ string) (BuildState, error) {
+func (b *fakeBuilder) Ensure(_ context.Context, _ *herokunixv1.HerokuNixApp, d build.Desired, _ string) (build.State, error) {
 	b.ensured = append(b.ensured, d.Name)
 	return b.state, b.err
 }

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 )
 
 // HerokuNixAppReconciler deploys HerokuNixApps: build the flake, push the
@@ -28,7 +29,7 @@ type HerokuNixAppReconciler struct {
 	// cached).
 	APIReader client.Reader
 	Recorder  events.EventRecorder
-	Builder   Builder
+	Builder   build.Builder
 	Heroku    *HerokuClients
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -41,8 +42,8 @@ type HerokuNixAppReconciler struct {
 
 // ReconcilerConfig is what the reconciler needs besides a manager.
 type ReconcilerConfig struct {
-	// Builder runs builds: a JobBuilder (NewJobBuilder) or a LocalBuilder.
-	Builder Builder
+	// Builder runs builds: a build.JobBuilder (build.NewJobBuilder) or a build.LocalBuilder.
+	Builder build.Builder
 	// NewHeroku makes the Heroku client of an API key; one is made per key.
 	NewHeroku func(apiKey string) (HerokuAPI, error)
 	// DeletionGracePeriod and ReleasePollInterval: see the reconciler's
@@ -148,7 +149,7 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) outcome {
 // deployed app stays Ready while suspended.
 func suspendedOutcome(p *pass) outcome {
 	b := p.app.Status.Build
-	deployed := b != nil && b.SucceededHash == DesiredBuildFor(p.app, p.now, false).SpecHash
+	deployed := b != nil && b.SucceededHash == build.DesiredFor(p.app, p.now, false).SpecHash
 	return outcome{Suspended: true, SpecDeployed: deployed}
 }
 

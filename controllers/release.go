@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/metrics"
 )
@@ -219,7 +220,7 @@ func (r *HerokuNixAppReconciler) releasePoll() time.Duration {
 // (the release phase is not a formation).
 func desiredFormation(app *herokunixv1.HerokuNixApp) []heroku.Formation {
 	var out []heroku.Formation
-	for _, name := range sortedKeys(app.Spec.Processes) {
+	for _, name := range slices.Sorted(maps.Keys(app.Spec.Processes)) {
 		proc := app.Spec.Processes[name]
 		if name == "release" || (proc.Quantity == nil && proc.Size == "") {
 			continue
@@ -238,7 +239,7 @@ func desiredFormation(app *herokunixv1.HerokuNixApp) []heroku.Formation {
 func (r *HerokuNixAppReconciler) reconcileFormation(ctx context.Context, p *pass) error {
 	app := p.app
 	want := desiredFormation(app)
-	fp := hashOf(want)
+	fp := build.Fingerprint(want)
 	if fp == app.Status.AppliedFormation {
 		return nil
 	}

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/metrics"
 )
 
@@ -109,9 +110,9 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 	if err != nil {
 		return "", fmt.Errorf("reading Secret %s: %w", ref.Name, err)
 	}
-	key := string(secret.Data[secretKey(ref)])
+	key := string(secret.Data[ref.KeyOrDefault()])
 	if key == "" {
-		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s has no key %q", app.Namespace, ref.Name, secretKey(ref))
+		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s has no key %q", app.Namespace, ref.Name, ref.KeyOrDefault())
 	}
 	return key, nil
 }
@@ -123,7 +124,7 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 // revision and images on status.
 func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) error {
 	app := p.app
-	want := DesiredBuildFor(app, p.now, p.forceRefresh)
+	want := build.DesiredFor(app, p.now, p.forceRefresh)
 	last := app.Status.Build
 	if last != nil && last.Job == want.Name && last.CompletionTime != nil {
 		if last.Message != "" {
@@ -153,13 +154,13 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 	}
 
 	switch state.Phase {
-	case BuildRunning:
+	case build.Running:
 		if want.Background {
 			return nil // the deployed images keep serving meanwhile
 		}
 		setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildRunning, "building "+app.Spec.Flake)
 		return &waiting{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
-	case BuildFailed:
+	case build.Failed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
 		metrics.BuildFinished(metrics.ResultFailed, buildDuration(app.Status.Build))
 		app.Status.Build.Message = truncate(state.Message, 2048)
@@ -197,7 +198,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 // retries it. A failed background build only sets Built: the images built
 // from the spec keep running and the pass goes on (no flapping of Ready
 // between refreshes).
-func (r *HerokuNixAppReconciler) buildFailed(p *pass, want DesiredBuild, msg string) error {
+func (r *HerokuNixAppReconciler) buildFailed(p *pass, want build.Desired, msg string) error {
 	setCondition(p.app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildFailed, msg)
 	if want.Background {
 		return nil

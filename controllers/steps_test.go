@@ -15,6 +15,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 )
 
@@ -52,32 +53,32 @@ func TestReconcileBuild(t *testing.T) {
 		name     string
 		deployed bool
 		refresh  bool
-		state    BuildState
+		state    build.State
 		ends     string
 		built    string
 		events   []string
 		asked    bool
 	}{
 		{name: "a first build starts and the pass waits for it",
-			state: BuildState{Phase: BuildRunning, Started: true},
+			state: build.State{Phase: build.Running, Started: true},
 			ends:  "Waiting " + herokunixv1.ReasonBuildRunning, built: "False " + herokunixv1.ReasonBuildRunning,
 			asked: true}, // Ready's change to BuildRunning is its event
 		{name: "a running first build is followed without a new event",
-			state: BuildState{Phase: BuildRunning},
+			state: build.State{Phase: build.Running},
 			ends:  "Waiting " + herokunixv1.ReasonBuildRunning, built: "False " + herokunixv1.ReasonBuildRunning, asked: true},
 		{name: "a failed first build stalls with its log",
-			state: BuildState{Phase: BuildFailed, Message: "error: attribute 'web' missing"},
+			state: build.State{Phase: build.Failed, Message: "error: attribute 'web' missing"},
 			ends:  "Stalled " + herokunixv1.ReasonBuildFailed, built: "False " + herokunixv1.ReasonBuildFailed, asked: true},
 		{name: "a succeeded build records its images",
-			state: BuildState{Phase: BuildSucceeded, Result: built},
+			state: build.State{Phase: build.Succeeded, Result: built},
 			built: "True " + herokunixv1.ReasonBuildSucceeded, events: []string{"Normal " + herokunixv1.ReasonBuildSucceeded}, asked: true},
 		{name: "a finished build of the deployed spec is not asked about again", deployed: true,
 			built: "True " + herokunixv1.ReasonBuildSucceeded},
 		{name: "a requested refresh runs in the background", deployed: true, refresh: true,
-			state: BuildState{Phase: BuildRunning, Started: true},
+			state: build.State{Phase: build.Running, Started: true},
 			built: "True " + herokunixv1.ReasonBuildSucceeded, events: []string{"Normal BuildStarted"}, asked: true},
 		{name: "a failed refresh only marks Built, the release keeps serving", deployed: true, refresh: true,
-			state: BuildState{Phase: BuildFailed, Message: "error: builder failed"},
+			state: build.State{Phase: build.Failed, Message: "error: builder failed"},
 			built: "False " + herokunixv1.ReasonBuildFailed, events: []string{"Warning " + herokunixv1.ReasonBuildFailed}, asked: true},
 	}
 	for _, tc := range cases {
@@ -87,7 +88,7 @@ func TestReconcileBuild(t *testing.T) {
 			w.build.state = tc.state
 			p := w.pass(t, app)
 			p.forceRefresh = tc.refresh
-			want := DesiredBuildFor(app, testTime, tc.refresh)
+			want := build.DesiredFor(app, testTime, tc.refresh)
 
 			err := w.r.reconcileBuild(context.Background(), p)
 
@@ -107,11 +108,11 @@ func TestReconcileBuild(t *testing.T) {
 				t.Errorf("status.build %+v does not record %s", app.Status.Build, want.Name)
 			}
 			switch tc.state.Phase {
-			case BuildFailed:
+			case build.Failed:
 				if app.Status.Build.Message != tc.state.Message || app.Status.Build.CompletionTime == nil {
 					t.Errorf("status.build %+v does not record the failure", app.Status.Build)
 				}
-			case BuildSucceeded:
+			case build.Succeeded:
 				if app.Status.Revision != built.Revision || app.Status.Images["web"].ImageID != built.Images["web"].ImageID ||
 					app.Status.Build.SucceededHash != want.SpecHash {
 					t.Errorf("status %+v does not record the build", app.Status)
@@ -291,7 +292,7 @@ func TestReconcileFormation(t *testing.T) {
 			if got := w.events.reasons(); !slices.Equal(got, tc.events) {
 				t.Errorf("events %v, want %v", got, tc.events)
 			}
-			if applied := app.Status.AppliedFormation == hashOf(desiredFormation(app)); applied != (err == nil) {
+			if applied := app.Status.AppliedFormation == build.Fingerprint(desiredFormation(app)); applied != (err == nil) {
 				t.Errorf("appliedFormation %q recorded: %v, want %v", app.Status.AppliedFormation, applied, err == nil)
 			}
 			// The next pass finds it applied and writes nothing.

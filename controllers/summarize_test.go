@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 )
 
@@ -162,7 +163,7 @@ var summaryRows = []summaryRow{
 	{
 		name: "the build failed",
 		end: func(app *herokunixv1.HerokuNixApp) outcome {
-			want := DesiredBuildFor(app, testTime, false)
+			want := build.DesiredFor(app, testTime, false)
 			return outcome{Err: (&HerokuNixAppReconciler{}).buildFailed(&pass{app: app}, want, "error: attribute 'web' missing")}
 		},
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonBuildFailed, requeue: requeueInterval,
@@ -221,7 +222,7 @@ func summaryApp(deployed bool) *herokunixv1.HerokuNixApp {
 		return app
 	}
 	rev := "9f2c1e0aa1b2c3d4e5f60718293a4b5c6d7e8f90"
-	want := DesiredBuildFor(app, testTime, false)
+	want := build.DesiredFor(app, testTime, false)
 	app.Status = herokunixv1.HerokuNixAppStatus{
 		ObservedGeneration: 2,
 		Revision:           rev, ShortRevision: rev[:12], LockedFlake: "github:acme/shop/" + rev,

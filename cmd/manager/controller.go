@@ -21,6 +21,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/metrics"
 	"github.com/herokunix/herokunix/internal/nixbuild"
@@ -111,14 +112,14 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 		return nil, err
 	}
 
-	var builder controllers.Builder
+	var builder build.Builder
 	var buildEvents chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
 	switch f.builder {
 	case "job":
-		builder = controllers.NewJobBuilder(mgr, controllers.JobImages{Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost})
+		builder = build.NewJobBuilder(mgr, build.JobImages{Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost})
 	case "local":
 		buildEvents = make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 64)
-		builder = &controllers.LocalBuilder{
+		builder = &build.LocalBuilder{
 			Nix:              nixbuild.Nix{Offline: f.nixOffline},
 			RegistryHost:     f.registryHost,
 			InsecureRegistry: f.insecureRegistry,

@@ -15,8 +15,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
-	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/test/fixtures"
 	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 	"github.com/herokunix/herokunix/test/herokustub"
@@ -73,8 +73,8 @@ func TestBuildJobContainersRunAsTheJobRunsThem(t *testing.T) {
 			CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"},
 		},
 	}
-	job, err := controllers.DesiredBuildJob(app, controllers.DesiredBuildFor(app, time.Now(), false),
-		controllers.JobImages{Tools: "tools", Nix: "nix", RegistryHost: strings.TrimPrefix(reg.URL, "http://")})
+	job, err := build.DesiredJob(app, build.DesiredFor(app, time.Now(), false),
+		build.JobImages{Tools: "tools", Nix: "nix", RegistryHost: strings.TrimPrefix(reg.URL, "http://")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ import (
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/localenv"
@@ -116,7 +117,7 @@ func run(n, concurrency int) error {
 		return err
 	}
 	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
-		Builder: controllers.NewJobBuilder(mgr, controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}),
+		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}),
 		NewHeroku: func(k string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: k, BaseURL: api.URL, RegistryHost: registryHost, RequestsPerHour: 4500})
 		},
@@ -245,7 +246,7 @@ func playKubelet(ctx context.Context, c client.Client, results []*artifact.Resul
 				continue
 			}
 			var idx int
-			if _, err := fmt.Sscanf(job.Labels[controllers.LabelApp], "app-%04d", &idx); err != nil {
+			if _, err := fmt.Sscanf(job.Labels[build.LabelApp], "app-%04d", &idx); err != nil {
 				continue
 			}
 			_ = kubelet.CompleteJob(ctx, c, job, results[idx])

@@ -11,6 +11,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
 	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
@@ -20,7 +21,7 @@ import (
 func withLocalBuilder(t *testing.T) harnessOption {
 	return func(h *harness, c *controllers.ReconcilerConfig, o *controllers.Options) {
 		events := make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 16)
-		c.Builder = &controllers.LocalBuilder{
+		c.Builder = &build.LocalBuilder{
 			Nix:          nixbuild.Nix{Offline: true},
 			RegistryHost: h.registryHost,
 			WorkDir:      t.TempDir(),

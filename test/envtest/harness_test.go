@@ -40,6 +40,7 @@ import (
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/test/herokustub"
@@ -100,7 +101,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		t.Fatal(err)
 	}
 	rcfg := controllers.ReconcilerConfig{
-		Builder: controllers.NewJobBuilder(mgr, controllers.JobImages{Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost}),
+		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost}),
 		NewHeroku: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: key, BaseURL: api.URL, RegistryHost: h.registryHost})
 		},
@@ -198,7 +199,7 @@ func (h *harness) buildJob(app *herokunixv1.HerokuNixApp) *batchv1.Job {
 	var job *batchv1.Job
 	h.g.Eventually(func(g Gomega) {
 		var jobs batchv1.JobList
-		g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{controllers.LabelApp: app.Name})).To(Succeed())
+		g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{build.LabelApp: app.Name})).To(Succeed())
 		var running []batchv1.Job
 		for _, j := range jobs.Items {
 			if len(j.Status.Conditions) == 0 && j.DeletionTimestamp == nil {

@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"context"
@@ -39,44 +39,44 @@ func NewJobBuilder(mgr ctrl.Manager, images JobImages) *JobBuilder {
 }
 
 // Ensure creates the build's Job if it does not exist and reads its outcome.
-func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, _ string) (BuildState, error) {
+func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b Desired, _ string) (State, error) {
 	var job batchv1.Job
 	err := j.Client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: b.Name}, &job)
 	if apierrors.IsNotFound(err) {
-		desired, err := DesiredBuildJob(app, b, j.Images)
+		desired, err := DesiredJob(app, b, j.Images)
 		if err != nil {
-			return BuildState{}, err
+			return State{}, err
 		}
 		if err := controllerutil.SetControllerReference(app, desired, j.Scheme); err != nil {
-			return BuildState{}, fmt.Errorf("owning build job: %w", err)
+			return State{}, fmt.Errorf("owning build job: %w", err)
 		}
 		if err := j.Client.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
-			return BuildState{}, fmt.Errorf("creating build job %s: %w", b.Name, err)
+			return State{}, fmt.Errorf("creating build job %s: %w", b.Name, err)
 		}
-		return BuildState{Phase: BuildRunning, Started: true}, nil
+		return State{Phase: Running, Started: true}, nil
 	}
 	if err != nil {
-		return BuildState{}, fmt.Errorf("reading build job %s: %w", b.Name, err)
+		return State{}, fmt.Errorf("reading build job %s: %w", b.Name, err)
 	}
 	switch {
 	case jobHasCondition(&job, batchv1.JobComplete):
 		msg, err := j.terminationMessage(ctx, &job, containerPush)
 		if errors.Is(err, errNoMessage) {
 			// The pod is gone (evicted, collected): the result is lost.
-			return BuildState{Phase: BuildFailed, Message: err.Error()}, nil
+			return State{Phase: Failed, Message: err.Error()}, nil
 		}
 		if err != nil {
-			return BuildState{}, err
+			return State{}, err
 		}
 		res, err := artifact.ParseResult([]byte(msg))
 		if err != nil {
-			return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("the push container's result is unreadable: %v", err)}, nil
+			return State{Phase: Failed, Message: fmt.Sprintf("the push container's result is unreadable: %v", err)}, nil
 		}
-		return BuildState{Phase: BuildSucceeded, Result: res}, nil
+		return State{Phase: Succeeded, Result: res}, nil
 	case jobHasCondition(&job, batchv1.JobFailed):
-		return BuildState{Phase: BuildFailed, Message: j.failureMessage(ctx, &job)}, nil
+		return State{Phase: Failed, Message: j.failureMessage(ctx, &job)}, nil
 	}
-	return BuildState{Phase: BuildRunning}, nil
+	return State{Phase: Running}, nil
 }
 
 // PollInterval is a safety net: Job changes are watched, so this is long.
