@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime/debug"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -113,7 +114,7 @@ func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	before := app.DeepCopy()
 	p := &pass{app: app, now: r.now()}
 	if app.DeletionTimestamp != nil {
-		if err := r.reconcileDeletion(ctx, p); err != nil {
+		if err := r.deletePass(ctx, p); err != nil {
 			return r.summarize(ctx, p, before, outcome{Err: err})
 		}
 		return ctrl.Result{}, nil // the finalizer is gone: no status to patch
@@ -121,8 +122,34 @@ func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	return r.summarize(ctx, p, before, r.runPass(ctx, p))
 }
 
+// deletePass applies deletion; a panic in it is an error, not a pass that
+// let go.
+func (r *HerokuNixAppReconciler) deletePass(ctx context.Context, p *pass) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = panicError(ctx, v)
+		}
+	}()
+	return r.reconcileDeletion(ctx, p)
+}
+
+// panicError turns a panic of a step into a retried InternalError, so the
+// summary that runs after the steps never takes a pass that broke off for
+// one that ended well (controller-runtime recovers too, but only after the
+// status is patched).
+func panicError(ctx context.Context, v any) error {
+	log.FromContext(ctx).Error(fmt.Errorf("%v", v), "a reconcile step panicked; retrying", "stack", string(debug.Stack()))
+	return &stepError{Reason: herokunixv1.ReasonInternalError,
+		Err: fmt.Errorf("the controller failed unexpectedly (a bug, logged with its stack): %v", v)}
+}
+
 // runPass runs a pass of a resource that is not being deleted.
-func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) outcome {
+func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outcome) {
+	defer func() {
+		if v := recover(); v != nil {
+			end = outcome{Err: panicError(ctx, v), RequestedAt: p.requestedAt}
+		}
+	}()
 	if err := r.reconcileFinalizer(ctx, p); err != nil {
 		return outcome{Err: err}
 	}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+	"unicode"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -114,7 +116,27 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 	if key == "" {
 		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s has no key %q", app.Namespace, ref.Name, ref.KeyOrDefault())
 	}
+	// Heroku would refuse such a key for ever (an `echo key | kubectl
+	// create secret` mistake): say so rather than retry. The key is not
+	// printed.
+	if where := untrimmed(key); where != "" {
+		return "", stalled(herokunixv1.ReasonCredentialsInvalid, "the key %q of Secret %s/%s %s; store the key without it (e.g. echo -n)",
+			ref.KeyOrDefault(), app.Namespace, ref.Name, where)
+	}
 	return key, nil
+}
+
+// untrimmed says where a key has whitespace around it, or "".
+func untrimmed(key string) string {
+	switch {
+	case strings.HasSuffix(key, "\n"):
+		return "ends with a newline"
+	case strings.TrimRightFunc(key, unicode.IsSpace) != key:
+		return "ends with whitespace"
+	case strings.TrimLeftFunc(key, unicode.IsSpace) != key:
+		return "starts with whitespace"
+	}
+	return ""
 }
 
 // reconcileBuild makes sure the images for the spec exist. A build of the

@@ -133,6 +133,17 @@ var summaryRows = []summaryRow{
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonProgressing, requeue: requeueBackoff,
 	},
 	{
+		name: "a step panicked", deployed: true,
+		end: errEnd(&stepError{Reason: herokunixv1.ReasonInternalError,
+			Err: errors.New("the controller failed unexpectedly (a bug, logged with its stack): assignment to entry in nil map")}),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonInternalError, requeue: requeueBackoff,
+	},
+	{
+		name:  "the API key ends with a newline",
+		end:   errEnd(stalled(herokunixv1.ReasonCredentialsInvalid, "the key %q of Secret %s/%s %s; store the key without it (e.g. echo -n)", "apiKey", "team-a", "heroku", "ends with a newline")),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonCredentialsInvalid, requeue: requeueInterval,
+	},
+	{
 		name: "rate limited by Heroku", deployed: true,
 		end: releasedBy(herokuError("reading the releases since v42",
 			herokuErr(heroku.KindRateLimited, "rate_limit", "Your account reached the API rate limit", time.Minute))),

@@ -31,6 +31,12 @@ const (
 	ReasonAppConflict         = "AppConflict"
 	ReasonSuspended           = "Suspended"
 	ReasonDeleting            = "Deleting"
+	// ReasonCredentialsInvalid: the key in the Secret cannot be a Heroku
+	// API key as written (e.g. it ends with a newline).
+	ReasonCredentialsInvalid = "CredentialsInvalid"
+	// ReasonInternalError: the controller failed unexpectedly (a bug); the
+	// pass is retried with back-off.
+	ReasonInternalError = "InternalError"
 )
 
 // ReconcileRequestAnnotation asks for a reconcile now when its value changes

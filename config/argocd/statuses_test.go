@@ -72,8 +72,11 @@ var readOf = map[string]statusCase{
 	"suspended after a spec change":        {argo: suspended, argoMessage: "suspended", kstatus: status.InProgressStatus},
 	"suspended before its first deploy":    {argo: suspended, argoMessage: "suspended", kstatus: status.InProgressStatus},
 	"retrying an error no step classified": {argo: progressing, argoMessage: "Progressing: retrying: listing resources", kstatus: status.InProgressStatus},
-	"rate limited by Heroku":               {argo: progressing, argoMessage: "RateLimited: retrying", kstatus: status.InProgressStatus},
-	"Heroku unavailable":                   {argo: progressing, argoMessage: "HerokuUnavailable: retrying", kstatus: status.InProgressStatus},
+	"a step panicked":                      {argo: progressing, argoMessage: "InternalError: retrying", kstatus: status.InProgressStatus},
+	"the API key ends with a newline": {argo: degraded, argoMessage: "CredentialsInvalid: the key \"apiKey\" of Secret team-a/heroku ends with a newline",
+		kstatus: status.FailedStatus},
+	"rate limited by Heroku": {argo: progressing, argoMessage: "RateLimited: retrying", kstatus: status.InProgressStatus},
+	"Heroku unavailable":     {argo: progressing, argoMessage: "HerokuUnavailable: retrying", kstatus: status.InProgressStatus},
 	"Heroku accepted the images but made no release (retried)": {argo: progressing, argoMessage: "ReleaseFailed: retrying",
 		kstatus: status.InProgressStatus},
 	// kstatus reads any deletionTimestamp as Terminating.
