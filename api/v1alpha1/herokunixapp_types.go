@@ -20,9 +20,14 @@ type HerokuNixAppSpec struct {
 
 	// Flake is any flake reference Nix accepts, e.g. github:acme/shop?ref=main.
 	// A reference without a pinned rev is re-resolved every interval.
+	// What the build would refuse is refused here: whitespace and control
+	// characters, a leading '-', a '#' fragment, more than 1024 bytes.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=1024
-	// +kubebuilder:validation:Pattern=`^[^\s\x00-\x1f\x7f]+$`
+	// +kubebuilder:validation:Pattern=`^[^\p{Z}\p{Cc}]+$`
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('-')",message="flake must not start with '-': Nix would read it as an option"
+	// +kubebuilder:validation:XValidation:rule="!self.contains('#')",message="flake must not contain '#': give the attribute per process instead"
+	// +kubebuilder:validation:XValidation:rule="size(bytes(self)) <= 1024",message="flake must be at most 1024 bytes long"
 	// +required
 	Flake string `json:"flake"`
 

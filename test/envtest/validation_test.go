@@ -15,6 +15,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/kubetable"
+	"github.com/herokunix/herokunix/internal/nixbuild"
 )
 
 func validApp(ns string) *herokunixv1.HerokuNixApp {
@@ -105,6 +106,63 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tc.field+":") {
 				t.Errorf("error does not name %s:\n%v", tc.field, err)
+			}
+		})
+	}
+}
+
+// TestFlakeRefsTheBuildRefusesAreRefused: every flake ref the build would
+// refuse (nixbuild.ValidateFlakeRef) is refused by the CRD, naming
+// spec.flake, and refs the build takes are accepted.
+func TestFlakeRefsTheBuildRefusesAreRefused(t *testing.T) {
+	ns := newNamespace(t)
+	refused := map[string]string{
+		"a leading '-'":                  "-github:acme/shop",
+		"an option":                      "--impure",
+		"a '#' fragment":                 "github:acme/shop#web",
+		"a no-break space":               "github:acme/shop\u00a0",
+		"a line separator":               "github:acme/shop\u2028x",
+		"an ideographic space":           "github:acme/shop\u3000x",
+		"a C1 control (NEL)":             "github:acme/shop\u0085",
+		"a tab":                          "github:acme/shop\tx",
+		"over 1024 bytes in fewer runes": "github:acme/" + strings.Repeat("é", 600),
+	}
+	i := 0
+	for name, ref := range refused {
+		t.Run("refuses "+name, func(t *testing.T) {
+			if nixbuild.ValidateFlakeRef(ref) == nil {
+				t.Fatalf("the build takes %q; this row is wrong", ref)
+			}
+			app := validApp(ns)
+			app.Name = fmt.Sprintf("flake-refused-%d", i)
+			i++
+			app.Spec.Flake = ref
+			err := k8sClient.Create(context.Background(), app)
+			if err == nil {
+				t.Fatalf("accepted %q, which the build refuses", ref)
+			}
+			if !strings.Contains(err.Error(), "spec.flake") {
+				t.Errorf("error does not name spec.flake:\n%v", err)
+			}
+		})
+	}
+	for i, ref := range []string{
+		"github:acme/shop?ref=main",
+		"github:acme/shop/9f2c1e0aa1b2c3d4e5f60718293a4b5c6d7e8f90",
+		"git+https://git.example.org/acme/shop?ref=release-1&rev=9f2c1e0aa1b2c3d4e5f60718293a4b5c6d7e8f90",
+		"path:/srv/flakes/shop",
+		"https://example.org/shop/archive/main.tar.gz",
+		"github:acme/" + strings.Repeat("a", 1012),
+	} {
+		t.Run("accepts "+ref[:min(len(ref), 40)], func(t *testing.T) {
+			if err := nixbuild.ValidateFlakeRef(ref); err != nil {
+				t.Fatalf("the build refuses %q: %v; this row is wrong", ref, err)
+			}
+			app := validApp(ns)
+			app.Name = fmt.Sprintf("flake-accepted-%d", i)
+			app.Spec.Flake = ref
+			if err := k8sClient.Create(context.Background(), app); err != nil {
+				t.Errorf("refused %q, which the build takes: %v", ref, err)
 			}
 		})
 	}
