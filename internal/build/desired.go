@@ -50,7 +50,7 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 		timeout = app.Spec.Build.Timeout.Duration
 	}
 	specHash := Fingerprint(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
-	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app.Name, specHash)}
+	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app, specHash)}
 
 	last := app.Status.Build
 	if last == nil || last.Hash != specHash {
@@ -66,7 +66,7 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 	}
 	// A new build of the same spec is named after the one it follows, so
 	// each is a Job of its own and none is run twice.
-	next := buildName(app.Name, Fingerprint(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
+	next := buildName(app, Fingerprint(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
 	failed := last.Message != ""
 	moving := isMovingRef(app.Spec.Flake)
 	intervalPassed := now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
@@ -97,11 +97,13 @@ func Fingerprint(vs ...any) string {
 
 // buildName is "<resource>-<hash10>", cut and without dots so it is a DNS
 // label, as Job names (which become label values and pod name prefixes)
-// are safest to be.
-func buildName(resource, hash string) string {
+// are safest to be. The hash covers the resource's UID: resources whose
+// names share the cut prefix and build the same spec (or a resource
+// deleted and made again) never share a Job.
+func buildName(app *herokunixv1.HerokuNixApp, hash string) string {
 	const maxPrefix = 52 - 11
-	prefix := strings.ReplaceAll(resource[:min(len(resource), maxPrefix)], ".", "-")
-	return strings.TrimRight(prefix, "-") + "-" + hash[:10]
+	prefix := strings.ReplaceAll(app.Name[:min(len(app.Name), maxPrefix)], ".", "-")
+	return strings.TrimRight(prefix, "-") + "-" + Fingerprint(string(app.UID), hash)[:10]
 }
 
 var (

@@ -10,6 +10,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -57,6 +58,10 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	}
 	if err != nil {
 		return State{}, fmt.Errorf("reading build job %s: %w", b.Name, err)
+	}
+	if !metav1.IsControlledBy(&job, app) {
+		// Its images went to another app: never follow it.
+		return State{}, fmt.Errorf("build job %s/%s is not this resource's (its controller is not UID %s)", job.Namespace, job.Name, app.UID)
 	}
 	switch {
 	case jobHasCondition(&job, batchv1.JobComplete):
