@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -10,6 +11,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 )
 
@@ -75,5 +78,51 @@ func TestAKeyWithATrailingNewlineStalls(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "ends with a newline") || strings.Contains(err.Error(), testAPIKey) {
 		t.Errorf("message %q should say the key ends with a newline without printing it", err)
+	}
+}
+
+// historyBuilder is a cluster where every build finishes at once with the
+// next revision, and a finished build's Job stays (as Jobs do for a day):
+// asked again for its name, it answers with that old result.
+type historyBuilder struct {
+	fakeBuilder
+	results map[string]build.State
+}
+
+func (b *historyBuilder) Ensure(_ context.Context, _ *herokunixv1.HerokuNixApp, d build.Desired, _ string) (build.State, error) {
+	b.ensured = append(b.ensured, d.Name)
+	if st, ok := b.results[d.Name]; ok {
+		return st, nil
+	}
+	rev := fmt.Sprintf("%040d", len(b.results)+1)
+	st := build.State{Phase: build.Succeeded, Result: &artifact.Result{Revision: rev, LockedFlake: "github:acme/shop/" + rev,
+		Images: map[string]artifact.Image{"web": {ImageID: "sha256:" + rev + rev[:24], Digest: "sha256:" + rev[:24] + rev}}}}
+	b.results[d.Name] = st
+	return st, nil
+}
+
+// TestARevertedSpecIsBuiltAnewNotReleasedFromItsOldBuild: spec A is built
+// (revision 1), then spec B (revision 2) runs; reverting to A must not
+// take A's old build (revision 1, older than what runs) for its images.
+func TestARevertedSpecIsBuiltAnewNotReleasedFromItsOldBuild(t *testing.T) {
+	app := summaryApp(false)
+	w := newFakeWorld(t, app)
+	hb := &historyBuilder{results: map[string]build.State{}}
+	w.r.Builder = hb
+	buildSpec := func(cmd string) string {
+		t.Helper()
+		app.Spec.Processes["web"] = herokunixv1.Process{Attribute: "packages.x86_64-linux.web", Command: []string{cmd}}
+		if err := w.r.reconcileBuild(context.Background(), w.pass(t, app)); err != nil {
+			t.Fatal(err)
+		}
+		return app.Status.Revision
+	}
+
+	first := buildSpec("bin/server")
+	second := buildSpec("bin/server-v2")
+	reverted := buildSpec("bin/server")
+
+	if reverted == first || reverted == second {
+		t.Errorf("the revert deploys revision %s (A built %s, B %s; builds asked %v): want a new build", reverted, first, second, hb.ensured)
 	}
 }

@@ -139,8 +139,10 @@ func untrimmed(key string) string {
 	return ""
 }
 
-// reconcileBuild makes sure the images for the spec exist. A build of the
-// same inputs is never run twice: its name is a hash of them. A refresh of
+// reconcileBuild makes sure the images for the spec exist. A build is
+// never run twice: its name is a hash of its inputs and of the build it
+// follows (so a reverted spec builds anew, never re-releasing an older
+// result over what runs). A refresh of
 // a moving ref (or a retry) runs in the background while the images already
 // built from the spec stay deployed. Sets Built; records the build,
 // revision and images on status.

@@ -31,8 +31,8 @@ type Desired struct {
 const defaultBuildTimeout = 30 * time.Minute
 
 // DesiredFor decides which build should exist. It is a pure function of
-// the spec, the builds recorded in status, and the time. A new spec gets
-// its first build; a running build is followed; a moving ref is refreshed
+// the spec, the builds recorded in status, and the time. A new spec (or one
+// returned to) gets its first build; a running build is followed; a moving ref is refreshed
 // once the interval has passed since the last build; forceRefresh (a
 // reconcile-now request) refreshes at once, or retries a failed build.
 func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) Desired {
@@ -54,6 +54,13 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 
 	last := app.Status.Build
 	if last == nil || last.Hash != specHash {
+		if last != nil {
+			// The first build of a spec is named after the build it
+			// follows: a spec seen before (a revert) builds anew rather
+			// than re-follow its old Job, whose result is older than what
+			// runs now.
+			d.Name = buildName(app, Fingerprint(specHash, last.Job))
+		}
 		return d
 	}
 	d.Background = last.SucceededHash == specHash && len(app.Status.Images) > 0

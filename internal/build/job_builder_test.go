@@ -8,6 +8,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -81,5 +82,29 @@ func TestEnsureDoesNotFollowAJobItDoesNotOwn(t *testing.T) {
 	own.Name = mine.Name
 	if state, err := j.Ensure(context.Background(), a, own, ""); err != nil || state.Phase != Running || state.Started {
 		t.Errorf("its own running Job: %+v, %v", state, err)
+	}
+}
+
+// TestARevertedSpecGetsANewBuild: returning to a spec built before names a
+// new build (named after the one it follows), never the old one, whose Job
+// may still hold an older result; a pass that sees the same status names
+// the same build.
+func TestARevertedSpecGetsANewBuild(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	app := testApp()
+	a := DesiredFor(app, now, false)
+	done := &metav1.Time{Time: now}
+	app.Status.Build = &herokunixv1.BuildStatus{Hash: a.SpecHash, Job: a.Name, SucceededHash: a.SpecHash, CompletionTime: done}
+	app.Spec.Flake = "github:acme/shop?ref=dev"
+	b := DesiredFor(app, now, false)
+	app.Status.Build = &herokunixv1.BuildStatus{Hash: b.SpecHash, Job: b.Name, SucceededHash: b.SpecHash, CompletionTime: done}
+	app.Spec.Flake = testApp().Spec.Flake
+
+	reverted := DesiredFor(app, now, false)
+	if reverted.Name == a.Name || reverted.Name == b.Name || reverted.SpecHash != a.SpecHash {
+		t.Errorf("revert builds %s (A was %s, B %s)", reverted.Name, a.Name, b.Name)
+	}
+	if again := DesiredFor(app, now.Add(time.Minute), false); again.Name != reverted.Name {
+		t.Errorf("the same status names %s, then %s", reverted.Name, again.Name)
 	}
 }
