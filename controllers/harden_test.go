@@ -126,3 +126,29 @@ func TestARevertedSpecIsBuiltAnewNotReleasedFromItsOldBuild(t *testing.T) {
 		t.Errorf("the revert deploys revision %s (A built %s, B %s; builds asked %v): want a new build", reverted, first, second, hb.ensured)
 	}
 }
+
+// TestARequestIsConsumedByTheBuildItStarted: a reconcile request refreshes
+// a moving ref; while Heroku is down every pass fails after the build, and
+// the request must not start another build each time.
+func TestARequestIsConsumedByTheBuildItStarted(t *testing.T) {
+	app := summaryApp(true)
+	app.Annotations = map[string]string{herokunixv1.ReconcileRequestAnnotation: "2026-01-02T03:00:00Z"}
+	w := newFakeWorld(t, app)
+	hb := &historyBuilder{results: map[string]build.State{}}
+	w.r.Builder = hb
+	w.heroku.err["ReleaseImages"] = &heroku.Error{Kind: heroku.KindUnavailable, StatusCode: 503, ID: "unavailable", Message: "Service Unavailable"}
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
+
+	for range 3 {
+		if _, err := w.r.Reconcile(context.Background(), req); err == nil {
+			t.Fatal("a pass succeeded while Heroku is down")
+		}
+	}
+
+	if len(hb.results) != 1 {
+		t.Errorf("%d builds started by one request during an outage (%v), want 1", len(hb.results), hb.ensured)
+	}
+	if got := w.get(t, app).Status.LastHandledReconcileAt; got != "2026-01-02T03:00:00Z" {
+		t.Errorf("lastHandledReconcileAt %q: the request is not recorded as handled by its build", got)
+	}
+}

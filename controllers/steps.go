@@ -170,6 +170,11 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 			succeeded = last.SucceededHash
 		}
 		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded}
+		if p.requestedAt != "" {
+			// The request is consumed by the build it started, not left
+			// pending to start another one each pass while Heroku is down.
+			app.Status.LastHandledReconcileAt = p.requestedAt
+		}
 	}
 	if state.Started && want.Background {
 		// A build in the foreground shows on Ready (BuildRunning); one in
