@@ -48,6 +48,7 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 	if err := client.IgnoreNotFound(r.Patch(ctx, app, patch)); err != nil {
 		return fmt.Errorf("removing finalizer: %w", err)
 	}
+	r.Heroku.Forget(app.UID)
 	return nil
 }
 

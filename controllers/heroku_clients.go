@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/herokunix/herokunix/internal/heroku"
 )
@@ -20,31 +23,106 @@ type HerokuAPI interface {
 
 // HerokuClients hands out one client per API key. The rate-limit budget is
 // per Heroku account, so every resource that uses a key shares its client
-// (and its limiter).
+// (and its limiter). A client goes when no resource uses its key any more:
+// when the last one's Secret changes to another key (a rotated, perhaps
+// revoked key), when the last one is deleted (Forget), or when none asked
+// for it for IdleAfter.
 type HerokuClients struct {
 	// New makes a client for a key.
 	New func(apiKey string) (HerokuAPI, error)
+	// IdleAfter is how long a client no resource asked for is kept
+	// (default 2h: longer than the intervals resources are usually
+	// reconciled at, so a key in use keeps its limiter).
+	IdleAfter time.Duration
 
 	mu      sync.Mutex
-	clients map[[32]byte]HerokuAPI
+	clients map[keyID]*herokuClient
+	// users maps a resource (by UID) to the key it last used.
+	users map[types.UID]keyID
 }
 
-// For returns the client for apiKey, making it on first use. The map is
-// keyed by the key's hash so the key itself is not kept twice.
-func (h *HerokuClients) For(apiKey string) (HerokuAPI, error) {
-	id := sha256.Sum256([]byte(apiKey))
+// keyID is the hash of a key, so the key itself is not kept twice.
+type keyID [32]byte
+
+type herokuClient struct {
+	api      HerokuAPI
+	lastUsed time.Time
+}
+
+const defaultClientIdle = 2 * time.Hour
+
+// For returns the client for apiKey on behalf of the resource user at now,
+// making it on first use.
+func (h *HerokuClients) For(user types.UID, apiKey string, now time.Time) (HerokuAPI, error) {
+	id := keyID(sha256.Sum256([]byte(apiKey)))
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if c, ok := h.clients[id]; ok {
-		return c, nil
-	}
-	c, err := h.New(apiKey)
-	if err != nil {
-		return nil, err
-	}
 	if h.clients == nil {
-		h.clients = map[[32]byte]HerokuAPI{}
+		h.clients, h.users = map[keyID]*herokuClient{}, map[types.UID]keyID{}
 	}
-	h.clients[id] = c
-	return c, nil
+	if old, ok := h.users[user]; ok && old != id {
+		delete(h.users, user)
+		h.dropIfUnused(old)
+	}
+	h.dropIdle(now)
+	c, ok := h.clients[id]
+	if !ok {
+		api, err := h.New(apiKey)
+		if err != nil {
+			return nil, err
+		}
+		c = &herokuClient{api: api}
+		h.clients[id] = c
+	}
+	c.lastUsed = now
+	h.users[user] = id
+	return c.api, nil
+}
+
+// Forget is told a resource is gone: its key's client goes when no other
+// resource uses it.
+func (h *HerokuClients) Forget(user types.UID) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if id, ok := h.users[user]; ok {
+		delete(h.users, user)
+		h.dropIfUnused(id)
+	}
+}
+
+func (h *HerokuClients) dropIfUnused(id keyID) {
+	for _, used := range h.users {
+		if used == id {
+			return
+		}
+	}
+	delete(h.clients, id)
+}
+
+func (h *HerokuClients) dropIdle(now time.Time) {
+	idle := h.IdleAfter
+	if idle <= 0 {
+		idle = defaultClientIdle
+	}
+	for id, c := range h.clients {
+		if now.Sub(c.lastUsed) < idle {
+			continue
+		}
+		delete(h.clients, id)
+		for user, used := range h.users {
+			if used == id {
+				delete(h.users, user)
+			}
+		}
+	}
+}
+
+// cached is how many clients are kept.
+func (h *HerokuClients) cached() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.clients)
 }

@@ -94,7 +94,7 @@ func (r *HerokuNixAppReconciler) reconcileCredentials(ctx context.Context, p *pa
 	if err != nil {
 		return err
 	}
-	hk, err := r.Heroku.For(key)
+	hk, err := r.Heroku.For(p.app.UID, key, p.now)
 	if err != nil {
 		return fmt.Errorf("making Heroku client: %w", err)
 	}
