@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -140,8 +141,9 @@ func TestARequestIsConsumedByTheBuildItStarted(t *testing.T) {
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
 
 	for range 3 {
-		if _, err := w.r.Reconcile(context.Background(), req); err == nil {
-			t.Fatal("a pass succeeded while Heroku is down")
+		_, _ = w.r.Reconcile(context.Background(), req)
+		if c := condition(w.get(t, app), herokunixv1.ConditionReady); c != "False "+herokunixv1.ReasonHerokuUnavailable {
+			t.Fatalf("Ready = %q while Heroku is down", c)
 		}
 	}
 
@@ -150,5 +152,72 @@ func TestARequestIsConsumedByTheBuildItStarted(t *testing.T) {
 	}
 	if got := w.get(t, app).Status.LastHandledReconcileAt; got != "2026-01-02T03:00:00Z" {
 		t.Errorf("lastHandledReconcileAt %q: the request is not recorded as handled by its build", got)
+	}
+}
+
+// TestHerokuTurningAPassAwayBacksOffWithoutStatusWrites: while Heroku
+// turns a resource away (rate limited with the client's short hint, or
+// unavailable), its retries back off exponentially, never sooner than
+// Heroku asked, and a retry that fails alike writes no status (its
+// messages carry no countdown or request id). A pass that gets through
+// starts the back-off over.
+func TestHerokuTurningAPassAwayBacksOffWithoutStatusWrites(t *testing.T) {
+	turnedAway := map[string]func(i int) error{
+		herokunixv1.ReasonRateLimited: func(i int) error {
+			return &heroku.Error{Kind: heroku.KindRateLimited, Message: "herokunix's share of the Heroku rate limit is spent",
+				RetryAfter: time.Second + time.Duration(i)*100*time.Millisecond}
+		},
+		herokunixv1.ReasonHerokuUnavailable: func(i int) error {
+			return &heroku.Error{Kind: heroku.KindUnavailable, StatusCode: 503, ID: "unavailable", Message: "Service Unavailable",
+				RetryAfter: 15 * time.Second, RequestID: fmt.Sprintf("req-%d", i)}
+		},
+	}
+	for reason, herokuErr := range turnedAway {
+		t.Run(reason, func(t *testing.T) {
+			app := summaryApp(true)
+			w := newFakeWorld(t, app)
+			req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
+			pass := func(i int) (time.Duration, string) {
+				t.Helper()
+				w.heroku.err["App"], w.heroku.err["ReleasesSince"] = herokuErr(i), herokuErr(i)
+				res, err := w.r.Reconcile(context.Background(), req)
+				if err != nil {
+					t.Fatalf("pass %d: %v; want a requeue after the back-off", i, err)
+				}
+				got := w.get(t, app)
+				if c := condition(got, herokunixv1.ConditionReady); c != "False "+reason {
+					t.Fatalf("pass %d: Ready = %q", i, c)
+				}
+				return res.RequeueAfter, got.ResourceVersion
+			}
+
+			var delays []time.Duration
+			first, version := pass(0)
+			delays = append(delays, first)
+			for i := 1; i < 8; i++ {
+				d, v := pass(i)
+				if v != version {
+					t.Errorf("pass %d wrote status (resourceVersion %s -> %s) though nothing but a countdown changed", i, version, v)
+				}
+				if d < delays[len(delays)-1] || d < herokuErr(i).(*heroku.Error).RetryAfter {
+					t.Errorf("pass %d retries after %s, sooner than the one before (%v) or Heroku's hint", i, d, delays)
+				}
+				delays = append(delays, d)
+			}
+			if last := delays[len(delays)-1]; last < 8*max(first, 15*time.Second) || last > retryCap {
+				t.Errorf("retries after %v: want exponential growth up to %s", delays, retryCap)
+			}
+
+			// Heroku serves again: the pass gets through, and the next
+			// failure backs off from the start.
+			delete(w.heroku.err, "App")
+			delete(w.heroku.err, "ReleasesSince")
+			if _, err := w.r.Reconcile(context.Background(), req); err != nil {
+				t.Fatal(err)
+			}
+			if d, _ := pass(0); d > max(retryBase, herokuErr(0).(*heroku.Error).RetryAfter) {
+				t.Errorf("after a pass got through, the next failure retries after %s, want the back-off to start over", d)
+			}
+		})
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,6 +33,8 @@ type HerokuNixAppReconciler struct {
 	Recorder  events.EventRecorder
 	Builder   build.Builder
 	Heroku    *HerokuClients
+	// retries spaces the retries of resources Heroku turns away.
+	retries herokuRetries
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// DeletionGracePeriod bounds how long a deletion waits for what
@@ -117,6 +120,7 @@ func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if err := r.deletePass(ctx, p); err != nil {
 			return r.summarize(ctx, p, before, outcome{Err: err})
 		}
+		r.retries.backOff(req.NamespacedName, nil)
 		return ctrl.Result{}, nil // the finalizer is gone: no status to patch
 	}
 	return r.summarize(ctx, p, before, r.runPass(ctx, p))
@@ -202,10 +206,14 @@ type outcome struct {
 // Ready changed, and logs a retried error.
 func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	app := p.app
+	r.retries.backOff(client.ObjectKeyFromObject(app), end.Err)
 	res, err := conclude(app, end)
 	r.eventOnReadyChange(before, app)
-	if perr := r.Status().Patch(ctx, app, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
-		return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
+	// A pass that changed nothing (a retry failing alike) writes nothing.
+	if !equality.Semantic.DeepEqual(before.Status, app.Status) {
+		if perr := r.Status().Patch(ctx, app, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
+		}
 	}
 	if err != nil {
 		log.FromContext(ctx).Info("reconcile will be retried", "reason", reasonOf(err), "error", err.Error())
@@ -237,7 +245,7 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 		err = nil
 	case isStep:
-		markReconciling(app, se.Reason, "retrying: "+se.Error())
+		markReconciling(app, se.Reason, "retrying: "+se.conditionMessage())
 		if se.RetryAfter > 0 {
 			res.RequeueAfter, err = se.RetryAfter, nil
 		}

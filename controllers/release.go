@@ -138,7 +138,7 @@ func releasePhaseFailed(app *herokunixv1.HerokuNixApp) error {
 
 // releaseError records a failed Heroku call on Released and passes it on.
 func (r *HerokuNixAppReconciler) releaseError(app *herokunixv1.HerokuNixApp, err *stepError) error {
-	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, err.Reason, err.Error())
+	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, err.Reason, err.conditionMessage())
 	return err
 }
 
