@@ -221,3 +221,43 @@ func TestHerokuTurningAPassAwayBacksOffWithoutStatusWrites(t *testing.T) {
 		})
 	}
 }
+
+// countingReader counts the reads that reach the API server.
+type countingReader struct {
+	client.Reader
+	gets int
+}
+
+func (c *countingReader) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.gets++
+	return c.Reader.Get(ctx, key, obj, opts...)
+}
+
+// TestAnUnchangedSecretIsNotReadAgain: passes (a retry storm) read the
+// credentials Secret from the API server once, and again when it changed.
+func TestAnUnchangedSecretIsNotReadAgain(t *testing.T) {
+	app := summaryApp(false)
+	w := newFakeWorld(t, app)
+	reads := &countingReader{Reader: w.c}
+	w.r.APIReader = reads
+	for range 5 {
+		if key, err := w.r.apiKey(context.Background(), app); err != nil || key != testAPIKey {
+			t.Fatalf("key %q, %v", key, err)
+		}
+	}
+	if reads.gets != 1 {
+		t.Errorf("%d reads of an unchanged Secret from the API server in 5 passes, want 1", reads.gets)
+	}
+
+	var secret corev1.Secret
+	if err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "team-a", Name: "heroku"}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Data["apiKey"] = []byte("hk-rotated-key")
+	if err := w.c.Update(context.Background(), &secret); err != nil {
+		t.Fatal(err)
+	}
+	if key, err := w.r.apiKey(context.Background(), app); err != nil || key != "hk-rotated-key" {
+		t.Errorf("after a rotation the key is %q, %v; want the new key", key, err)
+	}
+}

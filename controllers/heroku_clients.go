@@ -126,3 +126,39 @@ func (h *HerokuClients) cached() int {
 	defer h.mu.Unlock()
 	return len(h.clients)
 }
+
+// secretKeys remembers the API key read from each Secret at its version,
+// so that a pass reads a Secret from the API server only when it changed.
+type secretKeys struct {
+	mu   sync.Mutex
+	read map[types.NamespacedName]secretKey
+}
+
+type secretKey struct {
+	version, name, key string
+}
+
+func (s *secretKeys) lookup(secret types.NamespacedName, version, name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k, ok := s.read[secret]
+	if !ok || version == "" || k.version != version || k.name != name {
+		return "", false
+	}
+	return k.key, true
+}
+
+func (s *secretKeys) remember(secret types.NamespacedName, version, name, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.read == nil {
+		s.read = map[types.NamespacedName]secretKey{}
+	}
+	s.read[secret] = secretKey{version: version, name: name, key: key}
+}
+
+func (s *secretKeys) forget(secret types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.read, secret)
+}

@@ -35,6 +35,8 @@ type HerokuNixAppReconciler struct {
 	Heroku    *HerokuClients
 	// retries spaces the retries of resources Heroku turns away.
 	retries herokuRetries
+	// secretKeys spares reading an unchanged Secret again.
+	secretKeys secretKeys
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// DeletionGracePeriod bounds how long a deletion waits for what

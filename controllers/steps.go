@@ -104,9 +104,21 @@ func (r *HerokuNixAppReconciler) reconcileCredentials(ctx context.Context, p *pa
 
 func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.HerokuNixApp) (string, error) {
 	ref := app.Spec.CredentialsSecretRef
+	name := client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}
+	// The watch caches Secrets' metadata: while the Secret's version is
+	// the one read last, the key is known without a read from the API
+	// server (a retry storm must not become a Secret-read storm).
+	var cached metav1.PartialObjectMetadata
+	cached.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.Get(ctx, name, &cached); err == nil {
+		if key, ok := r.secretKeys.lookup(name, cached.ResourceVersion, ref.KeyOrDefault()); ok {
+			return key, nil
+		}
+	}
 	var secret corev1.Secret
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
+	err := r.APIReader.Get(ctx, name, &secret)
 	if apierrors.IsNotFound(err) {
+		r.secretKeys.forget(name)
 		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", app.Namespace, ref.Name)
 	}
 	if err != nil {
@@ -123,6 +135,7 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 		return "", stalled(herokunixv1.ReasonCredentialsInvalid, "the key %q of Secret %s/%s %s; store the key without it (e.g. echo -n)",
 			ref.KeyOrDefault(), app.Namespace, ref.Name, where)
 	}
+	r.secretKeys.remember(name, secret.ResourceVersion, ref.KeyOrDefault(), key)
 	return key, nil
 }
 
