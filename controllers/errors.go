@@ -107,6 +107,8 @@ const (
 // a rate-limit storm over many resources thins out instead of retrying
 // every second (the client's limiter hint) or every 15 s.
 type herokuRetries struct {
+	// base is the first back-off (zero: retryBase).
+	base     time.Duration
 	mu       sync.Mutex
 	failures map[types.NamespacedName]int
 }
@@ -129,7 +131,11 @@ func (h *herokuRetries) backOff(key types.NamespacedName, err error) {
 	}
 	n := h.failures[key]
 	h.failures[key] = n + 1
-	d := min(retryCap, retryBase<<min(n, 16))
+	base := h.base
+	if base <= 0 {
+		base = retryBase
+	}
+	d := min(retryCap, base<<min(n, 16))
 	d = d/2 + time.Duration(rand.Int64N(int64(d/2)+1)) // [d/2, d]: resources spread out
 	se.RetryAfter = max(se.RetryAfter, d)
 }

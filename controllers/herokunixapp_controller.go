@@ -56,6 +56,9 @@ type ReconcilerConfig struct {
 	// fields (zero: their defaults).
 	DeletionGracePeriod time.Duration
 	ReleasePollInterval time.Duration
+	// HerokuRetryBase is the first back-off of a resource Heroku turns
+	// away (rate limited, unavailable); it doubles up to 10 min. Zero: 5 s.
+	HerokuRetryBase time.Duration
 }
 
 // NewReconciler wires a reconciler to mgr's client, its uncached reader
@@ -78,6 +81,7 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 		Heroku:              &HerokuClients{New: cfg.NewHeroku},
 		DeletionGracePeriod: cfg.DeletionGracePeriod,
 		ReleasePollInterval: cfg.ReleasePollInterval,
+		retries:             herokuRetries{base: cfg.HerokuRetryBase},
 	}, nil
 }
 

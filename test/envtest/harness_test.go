@@ -107,6 +107,7 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 		},
 		ReleasePollInterval: 100 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
+		HerokuRetryBase:     100 * time.Millisecond,
 	}
 	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {
