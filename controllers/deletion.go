@@ -36,7 +36,8 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 				r.event(app, corev1.EventTypeNormal, herokunixv1.ReasonDeleting, "Delete", "Heroku app %s is gone; nothing to scale", app.Spec.AppName)
 			} else if waited := p.now.Sub(app.DeletionTimestamp.Time); waited < r.deletionGrace() {
 				return &stepError{Reason: herokunixv1.ReasonDeleting, Err: fmt.Errorf("scaling to zero before deletion: %w", err),
-					RetryAfter: min(30*time.Second, r.deletionGrace()-waited)}
+					RetryAfter: min(30*time.Second, r.deletionGrace()-waited),
+					Summary:    herokuError("scaling to zero before deletion", err).conditionMessage()}
 			} else {
 				r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDeleting, "Delete",
 					"gave up scaling %s to zero after %s: %v; its dynos keep running", app.Spec.AppName, waited.Round(time.Second), err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -259,5 +260,34 @@ func TestAnUnchangedSecretIsNotReadAgain(t *testing.T) {
 	}
 	if key, err := w.r.apiKey(context.Background(), app); err != nil || key != "hk-rotated-key" {
 		t.Errorf("after a rotation the key is %q, %v; want the new key", key, err)
+	}
+}
+
+// TestADeletionRetryFailingAlikeWritesNoStatus: scaling to zero before a
+// deletion, retried while Heroku is down, keeps its condition messages
+// (no request id, no countdown) so the retries write no status.
+func TestADeletionRetryFailingAlikeWritesNoStatus(t *testing.T) {
+	app := summaryApp(true)
+	app.Spec.DeletionPolicy = herokunixv1.DeletionPolicyScaleToZero
+	app.Finalizers = []string{herokunixv1.Finalizer}
+	app.DeletionTimestamp = &metav1.Time{Time: testTime}
+	w := newFakeWorld(t, app)
+	w.r.DeletionGracePeriod = time.Hour
+	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
+	var versions []string
+	for i := range 3 {
+		w.heroku.err["Formation"] = &heroku.Error{Kind: heroku.KindUnavailable, StatusCode: 503, ID: "unavailable",
+			RetryAfter: time.Duration(i+1) * time.Second, RequestID: fmt.Sprintf("req-%d", i)}
+		if _, err := w.r.Reconcile(context.Background(), req); err != nil {
+			t.Fatal(err)
+		}
+		got := w.get(t, app)
+		if c := condition(got, herokunixv1.ConditionReady); c != "False "+herokunixv1.ReasonDeleting {
+			t.Fatalf("Ready = %q while scaling to zero is retried", c)
+		}
+		versions = append(versions, got.ResourceVersion)
+	}
+	if versions[1] != versions[0] || versions[2] != versions[0] {
+		t.Errorf("retries that failed alike wrote status: resourceVersions %v", versions)
 	}
 }
