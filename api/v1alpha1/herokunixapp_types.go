@@ -9,11 +9,13 @@ import (
 
 // HerokuNixAppSpec says which flake to build and which Heroku app runs it.
 type HerokuNixAppSpec struct {
-	// AppName is the Heroku app to release to. It must already exist and use
-	// the container stack.
+	// AppName is the Heroku app to release to. It must already exist, be a
+	// Cedar-generation app (Fir apps take no container images) and use the
+	// container stack. The pattern is Heroku's own (its Platform API schema):
+	// 3 to 30 characters, no trailing dash.
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=30
-	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9-]*$`
+	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9-]{1,28}[a-z0-9]$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="appName is immutable; create a new HerokuNixApp to deploy to another app"
 	// +required
 	AppName string `json:"appName"`

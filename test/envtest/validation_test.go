@@ -62,6 +62,9 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"app name with upper case", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "Acme-shop" }, "spec.appName"},
 		{"app name starting with a digit", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "1shop" }, "spec.appName"},
 		{"missing app name", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "" }, "spec.appName"},
+		{"app name ending with a dash", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "acme-shop-" }, "spec.appName"},
+		{"app name with an underscore", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "acme_shop" }, "spec.appName"},
+		{"app name starting with a dash", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "-acme-shop" }, "spec.appName"},
 		{"empty flake", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "" }, "spec.flake"},
 		{"flake with whitespace", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop --impure" }, "spec.flake"},
 		{"flake with a control character", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop\x07" }, "spec.flake"},
@@ -107,6 +110,21 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 				t.Errorf("error does not name %s:\n%v", tc.field, err)
 			}
 		})
+	}
+}
+
+// TestHerokuAppNamesAtTheLimitsAreAccepted: Heroku's schema pattern
+// (^[a-z][a-z0-9-]{1,28}[a-z0-9]$) allows 3 to 30 characters with inner
+// dashes and digits; the CRD must not refuse what Heroku accepts.
+func TestHerokuAppNamesAtTheLimitsAreAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	for i, name := range []string{"abc", "a-1", "a" + strings.Repeat("-", 28) + "z", "a" + strings.Repeat("b", 28) + "9"} {
+		app := validApp(ns)
+		app.Name = fmt.Sprintf("valid-%d", i)
+		app.Spec.AppName = name
+		if err := k8sClient.Create(context.Background(), app); err != nil {
+			t.Errorf("app name %q (%d characters) refused: %v", name, len(name), err)
+		}
 	}
 }
 
