@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
@@ -104,7 +105,11 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
 	})
 	if err != nil {
-		return BuildState{Phase: BuildFailed, Message: err.Error()}
+		state := BuildState{Phase: BuildFailed, Message: err.Error()}
+		if image.IsUnauthorized(err) {
+			state.Failure = artifact.FailureUnauthorized
+		}
+		return state
 	}
 	return BuildState{Phase: BuildSucceeded, Result: res}
 }

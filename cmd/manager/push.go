@@ -13,13 +13,16 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 )
 
 // runPush is the push container: the only place the Heroku key is. It
 // writes {revision, lockedFlake, images} to --result (the termination
-// message file), which the controller reads back.
+// message file), which the controller reads back. When the registry refuses
+// the key it writes an artifact.Failure there instead and exits non-zero,
+// so the controller reports a credentials problem, not a failed build.
 func runPush(args []string) error {
 	fs := flag.NewFlagSet("push", flag.ContinueOnError)
 	workspace := fs.String("workspace", "/workspace", "directory the build container filled")
@@ -47,6 +50,11 @@ func runPush(args []string) error {
 		Processes: processTypes(*processes),
 	})
 	if err != nil {
+		if image.IsUnauthorized(err) {
+			// A credentials problem, not a broken build: say so in a form
+			// the controller reads (the log tail would only be text).
+			return errors.Join(err, writeFailure(*result, artifact.FailureUnauthorized, err))
+		}
 		return err
 	}
 	b, err := res.Encode()
@@ -55,6 +63,20 @@ func runPush(args []string) error {
 	}
 	if err := os.WriteFile(*result, b, 0o644); err != nil {
 		return fmt.Errorf("writing result: %w", err)
+	}
+	return nil
+}
+
+// writeFailure writes a typed failure to the termination message file,
+// where the controller looks for it when the container fails. The message
+// is the registry's answer, which never holds the key.
+func writeFailure(path string, kind artifact.FailureKind, cause error) error {
+	b, err := (&artifact.Failure{Failure: kind, Message: cause.Error()}).Encode()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("writing the failure: %w", err)
 	}
 	return nil
 }

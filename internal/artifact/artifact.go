@@ -297,6 +297,60 @@ func ParseResult(b []byte) (*Result, error) {
 	return &r, nil
 }
 
+// FailureKind names a push failure the controller must tell apart from a
+// failed build.
+type FailureKind string
+
+// FailureUnauthorized: the registry refused the Heroku key (401
+// UNAUTHORIZED, which Heroku's registry also answers for a repository the
+// key cannot reach). Rebuilding cannot help; the credentials must change.
+const FailureUnauthorized FailureKind = "Unauthorized"
+
+// Failure is what `manager push` writes to its termination message instead
+// of a Result when it fails for a reason the controller reports on its own
+// (a bad key is a credentials problem, not a broken build). Any other
+// failure leaves the message to the container's log.
+type Failure struct {
+	Failure FailureKind `json:"failure"`
+	Message string      `json:"message"`
+}
+
+// maxFailureMessage keeps an encoded Failure inside a termination message
+// even if JSON escapes every byte (six bytes each).
+const maxFailureMessage = 600
+
+// Encode returns the JSON form of f, its message cut to fit a termination
+// message.
+func (f *Failure) Encode() ([]byte, error) {
+	c := *f
+	if len(c.Message) > maxFailureMessage {
+		c.Message = c.Message[:maxFailureMessage] + "…"
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("encoding push failure: %w", err)
+	}
+	return b, nil
+}
+
+// ParseFailure reads a Failure back from a termination message. It returns
+// nil (not an error) for anything else: a log tail, a Result, or a kind
+// this controller does not know.
+func ParseFailure(b []byte) *Failure {
+	if len(b) > MaxResultSize {
+		return nil
+	}
+	var f Failure
+	if json.Unmarshal(b, &f) != nil {
+		return nil
+	}
+	switch f.Failure {
+	case FailureUnauthorized:
+		return &f
+	}
+	return nil
+}
+
 // BuildRequest is what one build does: which flake, which outputs, with
 // which options. The controller passes it to `manager build` as one JSON
 // argument, so user input never goes through a shell.

@@ -257,17 +257,38 @@ func workspaceFile(workspace, rel string) (string, error) {
 }
 
 // previous fetches the image a process type runs now, or nil if there is
-// none yet.
+// none yet. Only "not found" means none: a 401 is the registry refusing
+// the key (Heroku answers it for a repository the key cannot reach), which
+// a push would meet too, so it is an error IsUnauthorized recognises, never
+// "no previous image".
 func previous(ref name.Tag, opts []remote.Option) (v1.Image, error) {
 	img, err := remote.Image(ref, opts...)
 	if err == nil {
 		return img, nil
+	}
+	if IsUnauthorized(err) {
+		return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
+}
+
+// IsUnauthorized says whether err is the registry refusing the credentials:
+// 401 UNAUTHORIZED, which Heroku's registry answers both for a wrong key and
+// for a repository the key cannot reach (another account's app, no such
+// app; heroku.md "Registry"). [U] A 403 or a DENIED code is taken the same
+// way: Heroku is not known to send them, and other registries mean by them
+// that the key may not touch the repository.
+func IsUnauthorized(err error) bool {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return false
+	}
+	return terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden ||
+		hasCode(terr, transport.UnauthorizedErrorCode, transport.DeniedErrorCode)
 }
 
 func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {

@@ -1,0 +1,95 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/test/kubelet"
+)
+
+// jobBuilderOnFake returns a JobBuilder on a fake API server, the app, and
+// the build Job it started.
+func jobBuilderOnFake(t *testing.T) (*JobBuilder, client.Client, *herokunixv1.HerokuNixApp, DesiredBuild, *batchv1.Job) {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := herokunixv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&batchv1.Job{}, &corev1.Pod{}).Build()
+	app := &herokunixv1.HerokuNixApp{
+		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "team-a", UID: "uid-1"},
+		Spec: herokunixv1.HerokuNixAppSpec{
+			AppName: "acme-shop", Flake: "github:acme/shop",
+			Processes:            map[string]herokunixv1.Process{"web": {Attribute: "web"}},
+			CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku"},
+		},
+	}
+	j := &JobBuilder{Client: c, Scheme: scheme, Images: JobImages{Tools: "tools", Nix: "nix", RegistryHost: "registry.heroku.com"}}
+	want := DesiredBuildFor(app, time.Now(), false)
+	ctx := context.Background()
+	if _, err := j.Ensure(ctx, app, want, ""); err != nil {
+		t.Fatal(err)
+	}
+	var job batchv1.Job
+	if err := c.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: want.Name}, &job); err != nil {
+		t.Fatal(err)
+	}
+	return j, c, app, want, &job
+}
+
+// A push container that wrote a credentials failure makes a failed build
+// whose Failure says so; a push that failed otherwise, or a build
+// container that wrote the same text (it runs user code), does not.
+func TestAFailedJobIsACredentialsFailureOnlyOnThePushContainersWord(t *testing.T) {
+	unauthorized, err := (&artifact.Failure{Failure: artifact.FailureUnauthorized, Message: "UNAUTHORIZED: authentication required"}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		fail func(context.Context, client.Client, *batchv1.Job) error
+		want artifact.FailureKind
+	}{
+		"push wrote a credentials failure": {func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailPush(ctx, c, job, string(unauthorized))
+		}, artifact.FailureUnauthorized},
+		"push failed otherwise": {func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailPush(ctx, c, job, "manager push: pushing to registry.heroku.com: UNAUTHORIZED")
+		}, ""},
+		"build wrote a credentials failure": {func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailJob(ctx, c, job, string(unauthorized))
+		}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			j, c, app, want, job := jobBuilderOnFake(t)
+			ctx := context.Background()
+			if err := tc.fail(ctx, c, job); err != nil {
+				t.Fatal(err)
+			}
+			state, err := j.Ensure(ctx, app, want, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if state.Phase != BuildFailed || state.Failure != tc.want {
+				t.Errorf("state %+v, want failed with failure %q", state, tc.want)
+			}
+			if tc.want != "" && !strings.Contains(state.Message, "authentication required") {
+				t.Errorf("message %q does not carry the registry's answer", state.Message)
+			}
+		})
+	}
+}
