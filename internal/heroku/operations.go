@@ -223,25 +223,39 @@ type dockerReleaseBody struct {
 	Updates []dockerUpdate `json:"updates"`
 }
 
+// ReleaseOutcome says what ReleaseImages did.
+type ReleaseOutcome int
+
+const (
+	// Released: Heroku made a new release, the latest.
+	Released ReleaseOutcome = iota + 1
+	// AlreadyDeployed: the latest release deploys these images already (a
+	// repeated call after a lost answer, or from stale state); nothing was
+	// sent.
+	AlreadyDeployed
+	// NotReleased: the images were sent but Heroku made no new release. It
+	// ignores a release of the images its current release runs; the latest
+	// release (if any) is someone else's.
+	NotReleased
+)
+
 // ReleaseImages releases images (process type → image ID, the config digest
 // "sha256:…") in one docker-releases formation PATCH, as `heroku
-// container:release` does: latest release, PATCH, latest release again. rel
-// is the latest release afterwards; released is false when its id did not
-// change (Heroku made no new release: it ignores a release of the images
-// its current release runs), or when the latest release already deploys
-// these images (a repeated call; then nothing is sent). It needs three calls of budget up
-// front so a release is not left half-observed by the client-side limiter.
-func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (rel *Release, released bool, err error) {
+// container:release` does: latest release, PATCH, latest release again. It
+// returns the latest release afterwards (nil when Heroku lists none) and
+// what happened. It needs three calls of budget up front so a release is
+// not left half-observed by the client-side limiter.
+func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (*Release, ReleaseOutcome, error) {
 	if len(images) == 0 {
-		return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
+		return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
 	}
 	body := dockerReleaseBody{}
 	for typ, id := range images {
 		if !processTypeRE.MatchString(typ) {
-			return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
+			return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
 		}
 		if !imageIDRE.MatchString(id) {
-			return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params",
+			return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params",
 				Message: fmt.Sprintf("image ID for %q must be a config digest sha256:<64 hex>", typ)}
 		}
 		body.Updates = append(body.Updates, dockerUpdate{Type: typ, DockerImage: id})
@@ -249,34 +263,33 @@ func (c *Client) ReleaseImages(ctx context.Context, app string, images map[strin
 	sort.Slice(body.Updates, func(i, j int) bool { return body.Updates[i].Type < body.Updates[j].Type })
 
 	if wait, ok := c.limiter.peek(c.now(), 3); !ok {
-		return nil, false, &Error{Kind: KindRateLimited, ID: "rate_limit",
+		return nil, 0, &Error{Kind: KindRateLimited, ID: "rate_limit",
 			Message: "herokunix's share of the Heroku rate limit is too low to release", RetryAfter: wait}
 	}
 
 	before, err := c.CurrentRelease(ctx, app)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	// A repeated call (its answer was lost, or the caller looked at stale
 	// state) must not release again: Heroku would run the release phase a
 	// second time if the first is still pending.
 	if before != nil && Deploys(before, images) {
-		return before, false, nil
+		return before, AlreadyDeployed, nil
 	}
 	err = c.do(ctx, request{op: "formation.docker-release", method: "PATCH",
 		path: "/apps/" + url.PathEscape(app) + "/formation", body: body, accept: acceptDockerReleases}, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	after, err := c.CurrentRelease(ctx, app)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
-	if after == nil {
-		return nil, false, nil
+	if after == nil || (before != nil && before.ID == after.ID) {
+		return after, NotReleased, nil
 	}
-	released = before == nil || before.ID != after.ID
-	return after, released, nil
+	return after, Released, nil
 }
 
 // Deploys says whether Heroku describes rel as the deploy of exactly these

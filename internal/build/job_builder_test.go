@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"context"
@@ -21,7 +21,7 @@ import (
 
 // jobBuilderOnFake returns a JobBuilder on a fake API server, the app, and
 // the build Job it started.
-func jobBuilderOnFake(t *testing.T) (*JobBuilder, client.Client, *herokunixv1.HerokuNixApp, DesiredBuild, *batchv1.Job) {
+func jobBuilderOnFake(t *testing.T) (*JobBuilder, client.Client, *herokunixv1.HerokuNixApp, Desired, *batchv1.Job) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -39,8 +39,8 @@ func jobBuilderOnFake(t *testing.T) (*JobBuilder, client.Client, *herokunixv1.He
 			CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku"},
 		},
 	}
-	j := &JobBuilder{Client: c, Scheme: scheme, Images: JobImages{Tools: "tools", Nix: "nix", RegistryHost: "registry.heroku.com"}}
-	want := DesiredBuildFor(app, time.Now(), false)
+	j := &JobBuilder{Client: c, APIReader: c, Scheme: scheme, Images: JobImages{Tools: "tools", Nix: "nix", RegistryHost: "registry.heroku.com"}}
+	want := DesiredFor(app, time.Now(), false)
 	ctx := context.Background()
 	if _, err := j.Ensure(ctx, app, want, ""); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func TestAFailedJobIsACredentialsFailureOnlyOnThePushContainersWord(t *testing.T
 			if err != nil {
 				t.Fatal(err)
 			}
-			if state.Phase != BuildFailed || state.Failure != tc.want {
+			if state.Phase != Failed || state.Failure != tc.want {
 				t.Errorf("state %+v, want failed with failure %q", state, tc.want)
 			}
 			if tc.want != "" && !strings.Contains(state.Message, "authentication required") {
