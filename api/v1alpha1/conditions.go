@@ -19,18 +19,21 @@ const (
 	ReasonBuildFailed         = "BuildFailed"
 	ReasonCredentialsNotFound = "CredentialsNotFound"
 	ReasonStackNotContainer   = "StackNotContainer"
-	ReasonAppNotFound         = "AppNotFound"
-	ReasonUnauthorized        = "Unauthorized"
-	ReasonRateLimited         = "RateLimited"
-	ReasonHerokuUnavailable   = "HerokuUnavailable"
-	ReasonReleasePending      = "ReleasePending"
-	ReasonReleaseFailed       = "ReleaseFailed"
-	ReasonReleasePhaseFailed  = "ReleasePhaseFailed"
-	ReasonReleased            = "Released"
-	ReasonDriftDetected       = "DriftDetected"
-	ReasonAppConflict         = "AppConflict"
-	ReasonSuspended           = "Suspended"
-	ReasonDeleting            = "Deleting"
+	// ReasonUnsupportedGeneration: the Heroku app is of a generation (Fir)
+	// that takes no container images; no stack change can help.
+	ReasonUnsupportedGeneration = "UnsupportedGeneration"
+	ReasonAppNotFound           = "AppNotFound"
+	ReasonUnauthorized          = "Unauthorized"
+	ReasonRateLimited           = "RateLimited"
+	ReasonHerokuUnavailable     = "HerokuUnavailable"
+	ReasonReleasePending        = "ReleasePending"
+	ReasonReleaseFailed         = "ReleaseFailed"
+	ReasonReleasePhaseFailed    = "ReleasePhaseFailed"
+	ReasonReleased              = "Released"
+	ReasonDriftDetected         = "DriftDetected"
+	ReasonAppConflict           = "AppConflict"
+	ReasonSuspended             = "Suspended"
+	ReasonDeleting              = "Deleting"
 )
 
 // ReconcileRequestAnnotation asks for a reconcile now when its value changes

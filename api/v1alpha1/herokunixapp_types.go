@@ -239,6 +239,15 @@ type HerokuNixAppStatus struct {
 	// +optional
 	Release *ReleaseStatus `json:"release,omitempty"`
 
+	// ReleaseIntent is a release herokunix asked Heroku for (or is about
+	// to) and has not yet seen the outcome of. It is written before the
+	// request, so a pass that starts after a crash or a lost answer knows a
+	// release of these images may exist: it waits for a pending release
+	// made since, and otherwise sends the images again, which Heroku
+	// ignores for the types that already run them.
+	// +optional
+	ReleaseIntent *ReleaseIntent `json:"releaseIntent,omitempty"`
+
 	// AppliedFormation fingerprints the quantities and sizes last applied,
 	// so a resync does not read the formation back from Heroku.
 	// +optional
@@ -287,11 +296,21 @@ type ReleaseStatus struct {
 	Version int `json:"version"`
 	// Name is the release as Heroku shows it, e.g. v42.
 	Name string `json:"name"`
-	// Status is pending, succeeded or failed.
+	// Status is pending, succeeded, failed or expired (Heroku destroyed the
+	// release's artifacts), or empty (a legacy release with no status).
 	Status string `json:"status"`
 	// Images are the image IDs released, per process type.
 	// +optional
 	Images map[string]string `json:"images,omitempty"`
+}
+
+// ReleaseIntent is a release of images herokunix has asked for.
+type ReleaseIntent struct {
+	// Images are the image IDs asked for, per process type.
+	Images map[string]string `json:"images"`
+	// After is the version of the app's latest release before the request
+	// (0: none): a release of these images, if Heroku made one, is newer.
+	After int `json:"after"`
 }
 
 // HerokuNixApp deploys a Nix flake to a Heroku app as container images.
