@@ -71,6 +71,12 @@ func (r *HerokuNixAppReconciler) reconcileRelease(ctx context.Context, p *pass) 
 		return r.followRelease(ctx, p)
 	case heroku.ReleaseFailed:
 		return releasePhaseFailed(app)
+	case heroku.ReleaseExpired:
+		// Recorded by checkDrift when a correction was due; the images
+		// were pushed again since (Build.Repush): release them.
+		if app.Status.Build == nil || !app.Status.Build.Repush {
+			return r.release(ctx, p, want)
+		}
 	}
 	return r.checkDrift(ctx, p, want)
 }
@@ -211,12 +217,16 @@ func releaseStatusOf(rel *heroku.Release, images map[string]string) *herokunixv1
 // patch of its own: it must be on the server before the PATCH it guards.
 // The pass's final patch is computed from the state this leaves.
 func (r *HerokuNixAppReconciler) recordIntent(ctx context.Context, p *pass, in *herokunixv1.ReleaseIntent) error {
-	orig := p.app.DeepCopy()
-	p.app.Status.ReleaseIntent = in
-	if err := r.Status().Patch(ctx, p.app, client.MergeFrom(orig)); err != nil {
-		p.app.Status.ReleaseIntent = orig.Status.ReleaseIntent
+	// The patch carries the intent alone (the rest of this pass's status
+	// goes with the final patch); it is sent from a copy, as the server's
+	// answer would overwrite what the pass holds.
+	base := p.app.DeepCopy()
+	withIntent := base.DeepCopy()
+	withIntent.Status.ReleaseIntent = in.DeepCopy()
+	if err := r.Status().Patch(ctx, withIntent, client.MergeFrom(base)); err != nil {
 		return fmt.Errorf("recording the release intent: %w", err)
 	}
+	p.app.Status.ReleaseIntent = in
 	if p.before != nil {
 		p.before.Status.ReleaseIntent = in.DeepCopy()
 	}
@@ -358,9 +368,16 @@ func removalNote(typ string) string {
 func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
 	app := p.app
 	ours := app.Status.Release
-	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version)
+	// One read, from this resource's own release on: its status too (it
+	// may have expired).
+	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version-1)
 	if err != nil {
 		return r.releaseError(app, herokuError("reading the releases after "+ours.Name, err))
+	}
+	oursExpired := false
+	if len(newer) > 0 && newer[0].Version == ours.Version {
+		oursExpired = newer[0].Status == heroku.ReleaseExpired
+		newer = newer[1:]
 	}
 	if len(newer) == 0 {
 		return nil
@@ -383,6 +400,16 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 		return nil
 	}
 	if app.Spec.DriftPolicy != herokunixv1.DriftPolicyObserve {
+		if oursExpired && app.Status.Build != nil {
+			// Heroku destroyed the artifacts of this resource's release:
+			// its images may be gone from the registry. Push them again
+			// (a build of the same spec) before releasing them.
+			ours.Status = heroku.ReleaseExpired
+			app.Status.Build.Repush = true
+			msg := fmt.Sprintf("Heroku runs %s, not the built images, and %s expired: pushing its images again before releasing them", releaseName(running.Version), ours.Name)
+			setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonProgressing, msg)
+			return &waiting{Reason: herokunixv1.ReasonProgressing, Message: msg, After: time.Second}
+		}
 		err := r.release(ctx, p, want)
 		var w *waiting
 		if err != nil && !errors.As(err, &w) {

@@ -278,3 +278,32 @@ func TestAFirAppStopsBeforeABuild(t *testing.T) {
 		t.Errorf("message %q must say to use a Cedar app, never stack:set", msg)
 	}
 }
+
+// Correcting drift after this resource's release expired (Heroku destroyed
+// its artifacts, so its images may be gone) pushes the images again first:
+// a re-push build is asked for and nothing is released; once it has run,
+// the images are released.
+func TestAnExpiredReleaseIsRepushedBeforeItsImagesAreReleasedAgain(t *testing.T) {
+	w, app := releaseWorld(t, true)
+	saveStatus(t, w, app)
+	w.heroku.releases[0].Status = heroku.ReleaseExpired
+	w.heroku.release("Deployed web (0123456789ab)", heroku.ReleaseSucceeded)
+	got, err := runRelease(t, w, app)
+	if endsAs(err) != "Waiting "+herokunixv1.ReasonProgressing || len(w.heroku.writes) != 0 {
+		t.Fatalf("ends %q, writes %v; want a wait for the re-push and no write", endsAs(err), w.heroku.writes)
+	}
+	if !got.Status.Build.Repush || got.Status.Release.Status != heroku.ReleaseExpired {
+		t.Fatalf("build %+v, release %+v: want a re-push asked for and the release recorded expired", got.Status.Build, got.Status.Release)
+	}
+	if d := build.DesiredFor(got, testTime, false); d.Name == got.Status.Build.Job || d.Background || d.Request.SkipIfRevision != "" {
+		t.Errorf("desired build %+v: want a new foreground build that skips nothing", d)
+	}
+
+	// The re-push ran (same images: the build is reproducible).
+	got.Status.Build.Repush = false
+	saveStatus(t, w, got)
+	got, err = runRelease(t, w, got)
+	if err != nil || !slices.Equal(w.heroku.writes, []string{"release"}) || got.Status.Release.Version != 3 {
+		t.Errorf("after the re-push: %v, writes %v, release %+v; want the images released as v3", err, w.heroku.writes, got.Status.Release)
+	}
+}

@@ -156,11 +156,11 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return err
 	}
 	if last == nil || last.Job != want.Name {
-		succeeded := ""
+		succeeded, repush := "", false
 		if last != nil {
-			succeeded = last.SucceededHash
+			succeeded, repush = last.SucceededHash, last.Repush && last.Hash == want.SpecHash
 		}
-		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded}
+		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded, Repush: repush}
 	}
 	if state.Started && want.Background {
 		// A build in the foreground shows on Ready (BuildRunning); one in
@@ -177,6 +177,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return &waiting{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
 	case build.Failed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+		app.Status.Build.Repush = false
 		metrics.BuildFinished(metrics.ResultFailed, buildDuration(app.Status.Build))
 		app.Status.Build.Message = truncate(state.Message, 2048)
 		if state.Failure == artifact.FailureUnauthorized {
@@ -192,6 +193,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 
 	res := state.Result
 	app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+	app.Status.Build.Repush = false
 	metrics.BuildFinished(metrics.ResultSucceeded, buildDuration(app.Status.Build))
 	app.Status.Build.Message = ""
 	app.Status.Build.SucceededHash = want.SpecHash

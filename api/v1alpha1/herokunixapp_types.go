@@ -287,6 +287,14 @@ type BuildStatus struct {
 	// Message is the end of the build log when the build failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Repush, on a finished build, asks for a new build of the same spec,
+	// in the foreground and without skipping an unchanged revision, so that
+	// its push uploads the images again: the release that ran them
+	// expired, and Heroku destroys an expired release's artifacts. On a
+	// running build it says that build is that re-push. Cleared when the
+	// build ends.
+	// +optional
+	Repush bool `json:"repush,omitempty"`
 }
 
 // ReleaseStatus describes a Heroku release.
