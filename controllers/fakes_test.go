@@ -41,6 +41,8 @@ type fakeHeroku struct {
 	err             map[string]error
 	writes          []string
 	removed         []string
+	// appReads counts App calls.
+	appReads int
 }
 
 var _ HerokuAPI = (*fakeHeroku)(nil)
@@ -50,6 +52,7 @@ func newFakeHeroku() *fakeHeroku {
 }
 
 func (f *fakeHeroku) App(_ context.Context, app string) (*heroku.App, error) {
+	f.appReads++
 	if err := f.err["App"]; err != nil {
 		return nil, err
 	}

@@ -96,6 +96,15 @@ func builtImageIDs(app *herokunixv1.HerokuNixApp) map[string]string {
 // guarded by a release intent (see above).
 func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images map[string]string) error {
 	app := p.app
+	// The latest release first: while one is pending, each look is this
+	// one read (no app read, no write).
+	latest, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading the latest release", err))
+	}
+	if latest != nil && latest.Status == heroku.ReleasePending {
+		return r.waitForPending(p, latest)
+	}
 	info, err := p.heroku.App(ctx, app.Spec.AppName)
 	if err != nil {
 		return r.releaseError(app, herokuError("reading Heroku app "+app.Spec.AppName, err))
@@ -103,13 +112,6 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 	app.Status.WebURL = info.WebURL
 	if err := r.removeLeftTypes(ctx, p, images); err != nil {
 		return err
-	}
-	latest, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
-	if err != nil {
-		return r.releaseError(app, herokuError("reading the latest release", err))
-	}
-	if latest != nil && latest.Status == heroku.ReleasePending {
-		return r.waitForPending(p, latest)
 	}
 	after := 0
 	if latest != nil {

@@ -147,12 +147,14 @@ func TestSomeoneElsesPendingReleaseIsWaitedForWithOneReadPerLook(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			w, app := releaseWorld(t, deployed)
 			w.heroku.release("Set FOO config vars", heroku.ReleasePending)
-			w.heroku.err["App"] = nil
 			var looks []time.Duration
 			for _, age := range []time.Duration{0, 4 * time.Minute, time.Hour} {
 				w.r.Now = func() time.Time { return testTime.Add(age) }
-				writes := len(w.heroku.writes)
+				writes, appReads := len(w.heroku.writes), w.heroku.appReads
 				_, err := runRelease(t, w, app)
+				if w.heroku.appReads != appReads {
+					t.Errorf("read the app while someone else's release was pending")
+				}
 				var wt *waiting
 				if endsAs(err) != "Waiting "+herokunixv1.ReasonReleasePending || !asWaiting(err, &wt) {
 					t.Fatalf("ends %q (%v)", endsAs(err), err)
