@@ -48,10 +48,13 @@ const (
 	KindClosure Kind = "closure"
 )
 
-// StorePath is one path of a closure with its NAR size (from `nix path-info`).
+// StorePath is one path of a closure with its NAR size and the store paths
+// it references (from `nix path-info`). The references let the push keep
+// paths that change at different rates in different layers.
 type StorePath struct {
-	Path    string `json:"path"`
-	NarSize int64  `json:"narSize"`
+	Path       string   `json:"path"`
+	NarSize    int64    `json:"narSize"`
+	References []string `json:"references,omitempty"`
 }
 
 // ProcessOutput is what the build exported for one Heroku process type.
@@ -152,6 +155,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		for _, sp := range p.Closure {
 			if !IsStorePath(sp.Path) {
 				return nil, fmt.Errorf("build manifest: process %q lists %q, which is not a store path", name, sp.Path)
+			}
+			for _, r := range sp.References {
+				if !IsStorePath(r) {
+					return nil, fmt.Errorf("build manifest: process %q: %s references %q, which is not a store path", name, sp.Path, r)
+				}
 			}
 		}
 	}

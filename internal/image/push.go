@@ -27,7 +27,7 @@ const Tag = "latest"
 // Push pushes each process type's image to
 // <registryHost>/<app>/<type>:latest, all at once with remote.MultiWrite,
 // which uploads layers in parallel and skips the blobs the registry already
-// has. It returns, per process type, the image ID (config digest, what
+// has. An image over CeilingLayers is refused. It returns, per process type, the image ID (config digest, what
 // Heroku releases) and the manifest digest. A loopback registryHost
 // (localhost, 127.0.0.1) is reached over plain HTTP.
 func Push(ctx context.Context, images map[string]v1.Image, registryHost, app string, opts ...remote.Option) (map[string]artifact.Image, error) {
@@ -60,6 +60,13 @@ func push(ctx context.Context, images map[string]v1.Image, registryHost, app str
 		d, err := img.Digest()
 		if err != nil {
 			return nil, fmt.Errorf("process %q: %w", pt, err)
+		}
+		m, err := img.Manifest()
+		if err != nil {
+			return nil, fmt.Errorf("process %q: %w", pt, err)
+		}
+		if len(m.Layers) > CeilingLayers {
+			return nil, fmt.Errorf("process %q: image has %d layers; Heroku boots no more than %d", pt, len(m.Layers), CeilingLayers)
 		}
 		todo[ref] = img
 		out[pt] = artifact.Image{ImageID: id.String(), Digest: d.String()}
