@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -103,6 +104,9 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 	}}
 	pushArgs := []string{"push", "--workspace", workspaceDir, "--app", app.Spec.AppName,
 		"--registry", images.RegistryHost, "--result", corev1.TerminationMessagePathDefault}
+	if n := app.Spec.Build.MaxLayers; n != nil {
+		pushArgs = append(pushArgs, "--max-layers", strconv.Itoa(int(*n)))
+	}
 
 	nonRoot := &corev1.SecurityContext{
 		RunAsNonRoot:             ptr.To(true),

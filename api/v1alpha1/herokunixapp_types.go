@@ -174,6 +174,16 @@ type BuildOptions struct {
 	// Resources of the build container.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// MaxLayers is the layer budget of every image pushed for this
+	// resource: an image with more layers is re-layered to fit (see
+	// docs/layers.md). Heroku reportedly fails to boot images of about 40
+	// layers or more, hence the maximum.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=40
+	// +kubebuilder:default=32
+	// +optional
+	MaxLayers *int32 `json:"maxLayers,omitempty"`
 }
 
 // DeletionPolicy is what deleting the resource does to the Heroku app.
