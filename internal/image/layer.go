@@ -16,7 +16,7 @@ import (
 
 // gzipLevel is part of every layer digest herokunix makes: changing it
 // changes the digest of every layer built afterwards.
-const gzipLevel = gzip.DefaultCompression
+const gzipLevel = gzip.BestSpeed
 
 // spool runs write, which writes an uncompressed tar stream, and keeps its
 // gzip-compressed form in an unlinked temporary file in dir ("" for

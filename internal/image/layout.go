@@ -20,8 +20,8 @@ import (
 // the app. planClosure therefore stacks, bottom to top:
 //
 //  1. the most depended-on paths, one layer each, most depended-on first;
-//  2. when the budget runs out, one shared layer of the remaining paths that
-//     several others depend on;
+//  2. when the budget runs out, a few layers of about equal size holding
+//     the remaining paths that several others depend on;
 //  3. one layer of the remaining paths that only the output (or nothing)
 //     depends on: the app's private dependencies;
 //  4. the output itself, alone, on top.
@@ -63,34 +63,83 @@ func planClosure(closure []artifact.StorePath, out string, budget int) closurePl
 		}
 		return append(plan, []string{out})
 	}
-	// Two slots for the shared and the private layers when there is
-	// room and both have paths, else one layer for everything left.
-	split := func(singles int) (shared, private []string) {
+	if slots == 1 {
+		left := make([]string, len(rest))
+		for i, sp := range rest {
+			left[i] = sp.Path
+		}
+		slices.Sort(left)
+		return closurePlan{left, {out}}
+	}
+	// The paths left after the singles: the shared ones (several paths
+	// depend on them) in a few layers of about equal size, so that no one
+	// layer holds most of the bytes and a change re-uploads only a part;
+	// the private ones in one layer.
+	chunks := max(1, min(4, slots/8))
+	split := func(singles int) (shared []artifact.StorePath, private []string) {
 		for _, sp := range rest[singles:] {
-			if slots >= 2 && pop[sp.Path] <= 1 {
+			if pop[sp.Path] <= 1 {
 				private = append(private, sp.Path)
 			} else {
-				shared = append(shared, sp.Path)
+				shared = append(shared, sp)
 			}
 		}
 		return shared, private
 	}
-	singles := max(0, slots-2)
+	singles := max(0, slots-chunks-1)
 	shared, private := split(singles)
-	if len(shared) == 0 || len(private) == 0 {
-		singles = slots - 1
+	// Slots a group does not need go to more singles.
+	if len(shared) == 0 {
+		singles = max(0, slots-1)
+		shared, private = split(singles)
+	} else if len(private) == 0 {
+		singles = max(0, slots-chunks)
 		shared, private = split(singles)
 	}
 	for _, sp := range rest[:singles] {
 		plan = append(plan, []string{sp.Path})
 	}
-	for _, grp := range [][]string{shared, private} {
-		if len(grp) > 0 {
-			slices.Sort(grp)
-			plan = append(plan, grp)
-		}
+	for _, grp := range splitBySize(shared, chunks) {
+		plan = append(plan, grp)
+	}
+	if len(private) > 0 {
+		slices.Sort(private)
+		plan = append(plan, private)
 	}
 	return append(plan, []string{out})
+}
+
+// splitBySize cuts paths (in rank order) into at most n groups of about
+// equal NAR size, each sorted.
+func splitBySize(paths []artifact.StorePath, n int) [][]string {
+	if len(paths) == 0 {
+		return nil
+	}
+	n = min(n, len(paths))
+	var total int64
+	for _, sp := range paths {
+		total += max(sp.NarSize, 1)
+	}
+	var groups [][]string
+	var cur []string
+	var sum int64
+	for i, sp := range paths {
+		cur = append(cur, sp.Path)
+		sum += max(sp.NarSize, 1)
+		left := len(paths) - i - 1
+		// Close the group at its share of the bytes, keeping a path
+		// for every group still to come.
+		if len(groups) < n-1 && (sum*int64(n) >= total*int64(len(groups)+1) || left == n-1-len(groups)) {
+			slices.Sort(cur)
+			groups = append(groups, cur)
+			cur = nil
+		}
+	}
+	if len(cur) > 0 {
+		slices.Sort(cur)
+		groups = append(groups, cur)
+	}
+	return groups
 }
 
 // dependents counts, for each path of closure, the other paths of closure

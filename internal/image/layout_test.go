@@ -390,3 +390,19 @@ func TestNix2ContainerOfManyLayersIsMergedAndReused(t *testing.T) {
 		t.Errorf("a changed top layer uploaded %q, want one layer and the config", got)
 	}
 }
+
+// A budget of 40 is honoured; anything above is held to the ceiling.
+func TestLayerBudgetIsHonouredUpToTheCeiling(t *testing.T) {
+	closure := layeredClosure(120, 0)
+	root := t.TempDir()
+	writeClosure(t, root, closure)
+	for budget, want := range map[int]int{40: 40, 41: CeilingLayers, 1000: CeilingLayers, 5: 5} {
+		img, _, err := FromClosure(root, closure, closure[0].Path, nil, Options{MaxLayers: budget}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if layers, _ := img.Layers(); len(layers) != want {
+			t.Errorf("budget %d: %d layers, want %d", budget, len(layers), want)
+		}
+	}
+}

@@ -24,6 +24,9 @@ import (
 // Tag is the tag Heroku releases from.
 const Tag = "latest"
 
+// pushJobs is how many blobs a push checks or uploads at once.
+const pushJobs = 8
+
 // Push pushes each process type's image to
 // <registryHost>/<app>/<type>:latest, all at once with remote.MultiWrite,
 // which uploads layers in parallel and skips the blobs the registry already
@@ -71,7 +74,9 @@ func push(ctx context.Context, images map[string]v1.Image, registryHost, app str
 		todo[ref] = img
 		out[pt] = artifact.Image{ImageID: id.String(), Digest: d.String()}
 	}
-	opts = append(slices.Clone(opts), remote.WithContext(ctx))
+	// Most of a warm push is HEAD requests for blobs the registry has:
+	// more at once than remote's default of 4 (the caller's options win).
+	opts = append([]remote.Option{remote.WithJobs(pushJobs)}, append(slices.Clone(opts), remote.WithContext(ctx))...)
 	if err := remote.MultiWrite(todo, opts...); err != nil {
 		return nil, fmt.Errorf("pushing to %s: %w", registryHost, err)
 	}
