@@ -44,7 +44,8 @@ const (
 	// KindNix2Container is nix2container's image JSON; its layers are made
 	// from store paths copied into the workspace.
 	KindNix2Container Kind = "nix2container"
-	// KindClosure is any other package: one layer per store path.
+	// KindClosure is any other package: its closure, grouped into layers by
+	// how many paths depend on each (docs/layers.md).
 	KindClosure Kind = "closure"
 )
 

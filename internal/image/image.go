@@ -6,6 +6,11 @@
 // and the linux/amd64 platform, because Heroku's registry takes nothing else.
 // One push path (Push) handles them all.
 //
+// Every image fits a layer budget (Options.MaxLayers, DefaultLayers unless
+// set, never above CeilingLayers, since Heroku fails to boot images of many
+// layers): a closure is grouped by planClosure, and a docker-archive or
+// nix2container image with more layers has its lowest ones merged.
+//
 // Layers herokunix makes itself are reproducible: entries sorted by name,
 // mtime 1970-01-01T00:00:01Z, uid/gid 0, no user or group names, Nix's
 // canonical permissions, PAX headers and gzip at a fixed level with an empty
