@@ -121,8 +121,14 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					RestartPolicy: corev1.RestartPolicyNever,
-					// Build pods run user code: they get no API access at all.
+					// Build pods run user code: they get no API access at all,
+					// even when spec.build.serviceAccountName names an account.
 					AutomountServiceAccountToken: ptr.To(false),
+					ServiceAccountName:           app.Spec.Build.ServiceAccountName,
+					NodeSelector:                 app.Spec.Build.NodeSelector,
+					Tolerations:                  app.Spec.Build.Tolerations,
+					Affinity:                     app.Spec.Build.Affinity,
+					PriorityClassName:            app.Spec.Build.PriorityClassName,
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext:              &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 					Volumes:                      volumes,
