@@ -66,6 +66,7 @@ func runController(args []string) error {
 	fs.StringVar(&f.local, "local", "auto", "embedded local default (control plane, Heroku stand-in, registry, local builder): auto (when no cluster is configured), always or never")
 	fs.BoolVar(&f.nixOffline, "nix-offline", false, "local builder: use no binary cache")
 	fs.BoolVar(&f.keepRunning, "keep-running", false, "local default: keep running after the sample is Ready")
+	rf := bindReceiverFlags(fs)
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -97,6 +98,9 @@ func runController(args []string) error {
 
 	mgr, err := newManager(ctx, cfg, f)
 	if err != nil {
+		return err
+	}
+	if err := addReceiver(mgr, rf); err != nil {
 		return err
 	}
 	if env == nil {
