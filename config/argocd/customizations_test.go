@@ -111,7 +111,7 @@ func normalizeReconcileRequest(t *testing.T, obj map[string]any, before time.Tim
 func TestActionTestYAML(t *testing.T) {
 	var spec struct {
 		DiscoveryTests []struct {
-			InputPath string              `json:"inputPath"`
+			InputPath string             `json:"inputPath"`
 			Result    []argocdlua.Action `json:"result"`
 		} `json:"discoveryTests"`
 		ActionTests []struct {
