@@ -243,7 +243,9 @@ func TestBadRequestsMarkNothing(t *testing.T) {
 		{"a ping", nil, func() *http.Request { return githubRequest([]byte(`{"zen":"x"}`), githubSecret, "d", "ping") }, http.StatusOK, "pong"},
 		{"another event", nil, func() *http.Request { return githubRequest(push, githubSecret, "d", "issues") }, http.StatusAccepted, "ignored"},
 		{"a signed body that is not a push", nil, func() *http.Request { return githubRequest([]byte(`[1,2]`), githubSecret, "d", "push") }, http.StatusBadRequest, "bad-request"},
-		{"a signed push without a repository", nil, func() *http.Request { return githubRequest([]byte(`{"ref":"refs/heads/main"}`), githubSecret, "d", "push") }, http.StatusBadRequest, "bad-request"},
+		{"a signed push without a repository", nil, func() *http.Request {
+			return githubRequest([]byte(`{"ref":"refs/heads/main"}`), githubSecret, "d", "push")
+		}, http.StatusBadRequest, "bad-request"},
 		{"a GET", nil, func() *http.Request { return httptest.NewRequest(http.MethodGet, "/hooks/github", nil) }, http.StatusMethodNotAllowed, "method-not-allowed"},
 		{"an unknown endpoint", nil, func() *http.Request { return httptest.NewRequest(http.MethodPost, "/hooks/bitbucket", nil) }, http.StatusNotFound, "not-found"},
 		{"a sender without a key in the Secret", func(o *Options) {
@@ -258,7 +260,9 @@ func TestBadRequestsMarkNothing(t *testing.T) {
 			r.ContentLength = -1
 			return r
 		}, http.StatusRequestEntityTooLarge, "request-entity-too-large"},
-		{"a wrong GitLab token", nil, func() *http.Request { return gitlabRequest(gitlabPush("acme/shop", "refs/heads/main"), "nope", "Push Hook", "u") },
+		{"a wrong GitLab token", nil, func() *http.Request {
+			return gitlabRequest(gitlabPush("acme/shop", "refs/heads/main"), "nope", "Push Hook", "u")
+		},
 			http.StatusUnauthorized, "unauthorized"},
 		{"a GitLab event that is not a push", nil, func() *http.Request {
 			return gitlabRequest(gitlabPush("acme/shop", "refs/heads/main"), string(gitlabToken), "Merge Request Hook", "u")
