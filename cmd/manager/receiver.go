@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/herokunix/herokunix/internal/metrics"
 	"github.com/herokunix/herokunix/internal/receiver"
 )
 
@@ -56,6 +57,7 @@ func addReceiver(mgr ctrl.Manager, f *receiverFlags) error {
 		},
 		MaxBody: f.maxBody,
 		Log:     ctrl.Log.WithName("webhook"),
+		Observe: metrics.WebhookEvent,
 	})
 	if err := mgr.Add(&receiver.Server{Addr: f.addr, Handler: h}); err != nil {
 		return fmt.Errorf("adding the webhook receiver: %w", err)

@@ -63,6 +63,10 @@ type Options struct {
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	Log logr.Logger
+	// Observe, when set, is told of every answer: the sender (github,
+	// gitlab, generic, or unknown), the answer's status and the resources
+	// marked. The manager counts them in metrics.
+	Observe func(provider, status string, marked int)
 }
 
 // Handler serves the webhook endpoints.
@@ -102,6 +106,13 @@ type Response struct {
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	code, resp := h.serve(r)
+	if h.opts.Observe != nil {
+		provider := "unknown"
+		if p, ok := providers[strings.TrimPrefix(r.URL.Path, "/hooks/")]; ok {
+			provider = p.name
+		}
+		h.opts.Observe(provider, resp.Status, resp.Marked)
+	}
 	if code == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
 	}

@@ -450,3 +450,16 @@ func TestTheSecretIsReadOncePerTTL(t *testing.T) {
 		t.Errorf("%d reads, want 3 (the failed one, one, one after the TTL)", gets)
 	}
 }
+
+func TestEveryAnswerIsObserved(t *testing.T) {
+	var got []string
+	f := newFixture(t, func(o *Options) {
+		o.Observe = func(provider, status string, marked int) { got = append(got, fmt.Sprintf("%s %s %d", provider, status, marked)) }
+	})
+	f.send(githubRequest(githubPush("acme/shop", "refs/heads/main", "main"), githubSecret, "d-1", "push"))
+	f.send(githubRequest(githubPush("acme/shop", "refs/heads/main", "main"), []byte("x"), "d-2", "push"))
+	f.send(httptest.NewRequest(http.MethodPost, "/hooks/../metrics", nil))
+	if want := []string{"github accepted 3", "github unauthorized 0", "unknown not-found 0"}; !slices.Equal(got, want) {
+		t.Errorf("observed %v, want %v", got, want)
+	}
+}
