@@ -454,7 +454,9 @@ func TestTheSecretIsReadOncePerTTL(t *testing.T) {
 func TestEveryAnswerIsObserved(t *testing.T) {
 	var got []string
 	f := newFixture(t, func(o *Options) {
-		o.Observe = func(provider, status string, marked int) { got = append(got, fmt.Sprintf("%s %s %d", provider, status, marked)) }
+		o.Observe = func(provider, status string, marked int) {
+			got = append(got, fmt.Sprintf("%s %s %d", provider, status, marked))
+		}
 	})
 	f.send(githubRequest(githubPush("acme/shop", "refs/heads/main", "main"), githubSecret, "d-1", "push"))
 	f.send(githubRequest(githubPush("acme/shop", "refs/heads/main", "main"), []byte("x"), "d-2", "push"))
