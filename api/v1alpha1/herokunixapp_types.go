@@ -138,6 +138,15 @@ type SecretKeyRef struct {
 	Key string `json:"key,omitempty"`
 }
 
+// KeyOrDefault is Key, or the CRD's default when the object was made
+// without the API server's defaulting (in tests, or by a client-side tool).
+func (r SecretKeyRef) KeyOrDefault() string {
+	if r.Key == "" {
+		return "apiKey"
+	}
+	return r.Key
+}
+
 // BuildOptions tunes the Nix build. Everything is optional.
 type BuildOptions struct {
 	// Image is the Nix image the build container runs.

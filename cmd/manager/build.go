@@ -14,11 +14,13 @@ import (
 
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/nixbuild"
-	"github.com/herokunix/herokunix/internal/pipeline"
 )
 
 // runBuild is the build container: it runs user flake code through Nix and
-// is never given the Heroku key.
+// is never given the Heroku key. It resolves the flake and, unless it still
+// locks to the request's SkipIfRevision, builds every process output into
+// the workspace it shares with the push container (runPush), which holds the
+// key and never runs Nix. The local builder runs the same two halves.
 func runBuild(args []string) error {
 	fs := flag.NewFlagSet("build", flag.ContinueOnError)
 	request := fs.String("request", "", "the build request, as JSON")
@@ -38,8 +40,8 @@ func runBuild(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	opts := nixbuild.Options{NixConfFile: *nixConf, Offline: *offline, Timeout: *timeout, Stderr: os.Stderr}
-	m, err := pipeline.Build(ctx, opts, req, *workspace)
+	nix := nixbuild.Nix{NixConfFile: *nixConf, Offline: *offline, Timeout: *timeout, Stderr: os.Stderr}
+	m, err := nixbuild.Run(ctx, nix, req, *workspace)
 	if err != nil {
 		return err
 	}

@@ -7,14 +7,14 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
-	"github.com/herokunix/herokunix/internal/pipeline"
 )
 
 // runPush is the push container: the only place the Heroku key is. It
@@ -28,6 +28,7 @@ func runPush(args []string) error {
 	insecure := fs.Bool("insecure-registry", false, "talk plain HTTP to the registry (local testing only)")
 	result := fs.String("result", "/dev/termination-log", "where to write the result JSON")
 	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole push")
+	processes := fs.String("processes", "", "comma-separated process types of the build request; when set, a manifest with any other set is refused")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -39,10 +40,11 @@ func runPush(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res, err := pipeline.Push(ctx, *workspace, *registry, *app, image.PushOptions{
-		Remote:   []remote.Option{remote.WithAuth(&authn.Basic{Username: "_", Password: key}), remote.WithContext(ctx)},
-		Insecure: *insecure,
-		Progress: os.Stderr,
+	res, err := image.PushWorkspace(ctx, *workspace, *registry, *app, image.PushOptions{
+		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(key)), remote.WithContext(ctx)},
+		Insecure:  *insecure,
+		Progress:  os.Stderr,
+		Processes: processTypes(*processes),
 	})
 	if err != nil {
 		return err
@@ -55,4 +57,12 @@ func runPush(args []string) error {
 		return fmt.Errorf("writing result: %w", err)
 	}
 	return nil
+}
+
+// processTypes splits the --processes flag; nil when it is empty.
+func processTypes(flag string) []string {
+	if flag == "" {
+		return nil
+	}
+	return strings.Split(flag, ",")
 }

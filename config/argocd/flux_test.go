@@ -110,7 +110,7 @@ func fluxStatus(t *testing.T, progs [3]cel.Program, u *unstructured.Unstructured
 func TestFluxHealthCheckExprs(t *testing.T) {
 	inProgress, failed, current := fluxHealthExprs(t)
 	progs := [3]cel.Program{celExpr(t, inProgress), celExpr(t, failed), celExpr(t, current)}
-	for _, c := range statusCases {
+	for _, c := range statusCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			u := c.unstructured(t)
 			got, err := fluxStatus(t, progs, u)

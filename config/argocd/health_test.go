@@ -37,7 +37,7 @@ func readScript(t *testing.T) string {
 func TestArgoCDHealth(t *testing.T) {
 	script := readScript(t)
 	valid := map[string]bool{healthy: true, progressing: true, degraded: true, suspended: true}
-	for _, c := range statusCases {
+	for _, c := range statusCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			st, msg := health(t, script, c.unstructured(t))
 			if !valid[st] {

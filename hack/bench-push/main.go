@@ -124,7 +124,7 @@ func run(npaths int, total int64) error {
 		}}); err != nil {
 			return err
 		}
-		_, err := image.PushWorkspace(ctx, ws, host, "herokunix", image.PushOptions{TempDir: dir})
+		_, err := image.PushWorkspace(ctx, ws, host, "herokunix", image.PushOptions{Options: image.Options{TempDir: dir}})
 		return err
 	}
 	tarPath := filepath.Join(dir, "image.tar")

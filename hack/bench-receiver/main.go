@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -49,6 +48,7 @@ import (
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/localenv"
@@ -127,7 +127,7 @@ func run(n, events, burst, concurrency int) error {
 	results := make([]*artifact.Result, n)
 	for i := range n {
 		stub.CreateApp(fmt.Sprintf("bench-%04d", i), "container")
-		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, fmt.Sprintf("bench-%04d", i), remote.WithAuth(&authn.Basic{Username: "_", Password: key}))
+		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, fmt.Sprintf("bench-%04d", i), remote.WithAuth(heroku.RegistryAuth(key)))
 		if err != nil {
 			return err
 		}
@@ -138,14 +138,16 @@ func run(n, events, burst, concurrency int) error {
 	if err != nil {
 		return err
 	}
-	r := &controllers.HerokuNixAppReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Recorder: mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}},
-		Heroku: &controllers.HerokuClients{New: func(k string) (controllers.HerokuAPI, error) {
+	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
+		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}),
+		NewHeroku: func(k string) (controllers.HerokuAPI, error) {
 			// All apps share one stand-in account; its hourly budget would
 			// pace the bench, which measures the path from event to build.
 			return heroku.New(heroku.Options{APIKey: k, BaseURL: api.URL, RegistryHost: registryHost, RequestsPerHour: 1 << 30})
-		}},
+		},
+	})
+	if err != nil {
+		return err
 	}
 	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return err
@@ -298,7 +300,7 @@ func watchJobs(ctx context.Context, c client.WithWatch) (*jobCreations, error) {
 			}
 			now := time.Now()
 			j.mu.Lock()
-			app := job.Labels[controllers.LabelApp]
+			app := job.Labels[build.LabelApp]
 			j.seen[app] = append(j.seen[app], now)
 			j.cond.Broadcast()
 			j.mu.Unlock()
@@ -367,7 +369,7 @@ func playKubelet(ctx context.Context, c client.Client, results []*artifact.Resul
 			}
 			done[job.Name] = true
 			var idx int
-			if _, err := fmt.Sscanf(job.Labels[controllers.LabelApp], "app-%04d", &idx); err != nil {
+			if _, err := fmt.Sscanf(job.Labels[build.LabelApp], "app-%04d", &idx); err != nil {
 				continue
 			}
 			_ = kubelet.CompleteJob(ctx, c, job, results[idx])

@@ -1,20 +1,28 @@
-// Package artifact holds the two small documents that cross process
-// boundaries during a build: the Manifest that `manager build` leaves in the
-// shared workspace for `manager push`, and the Result that `manager push`
-// writes to its termination message for the controller to read.
+// Package artifact holds the three small documents that cross process
+// boundaries during a build: the BuildRequest the controller hands to
+// `manager build` (one JSON argument), the Manifest that `manager build`
+// leaves in the shared workspace for `manager push`, and the Result that
+// `manager push` writes to its termination message for the controller to
+// read. It also holds the syntax both sides share: store paths and the
+// signatures of tar and gzip streams.
 //
-// Both are untrusted when read back (they come from a pod that ran user
-// code), so the readers validate what they parse.
+// The Manifest and the Result are untrusted when read back (they come from a
+// pod that ran user code), so the readers bound and validate what they parse.
 package artifact
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"syscall"
 )
 
 // ManifestFile is the name of the manifest inside a workspace directory.
@@ -85,11 +93,45 @@ func WriteManifest(workspace string, m *Manifest) error {
 	return nil
 }
 
+// MaxManifestSize bounds the manifest ReadManifest accepts: room for
+// closures of many thousands of store paths.
+const MaxManifestSize = 16 << 20
+
 // ReadManifest reads and validates the manifest in a workspace directory.
+// The build that wrote it ran user code, so the file must be a regular file
+// of at most MaxManifestSize bytes: a symlink is refused (not followed), and
+// a FIFO or device is refused without blocking on it.
 func ReadManifest(workspace string) (*Manifest, error) {
-	b, err := os.ReadFile(filepath.Join(workspace, ManifestFile))
+	p := filepath.Join(workspace, ManifestFile)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("reading build manifest: %s is a symlink", ManifestFile)
+		}
+		return nil, fmt.Errorf("reading build manifest: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading build manifest: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("reading build manifest: %s is a %s, not a regular file", ManifestFile, fi.Mode().Type())
+	}
+	if fi.Size() > MaxManifestSize {
+		return nil, fmt.Errorf("build manifest is %d bytes, more than %d", fi.Size(), MaxManifestSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading build manifest: %w", err)
+	}
+	return ParseManifest(b)
+}
+
+// ParseManifest parses and validates a manifest.
+func ParseManifest(b []byte) (*Manifest, error) {
+	if len(b) > MaxManifestSize {
+		return nil, fmt.Errorf("build manifest is %d bytes, more than %d", len(b), MaxManifestSize)
 	}
 	var m Manifest
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -99,6 +141,9 @@ func ReadManifest(workspace string) (*Manifest, error) {
 		return nil, errors.New("build manifest lists no processes")
 	}
 	for name, p := range m.Processes {
+		if err := ValidateProcessType(name); err != nil {
+			return nil, fmt.Errorf("build manifest: %w", err)
+		}
 		for _, rel := range []string{p.Archive, p.Nix2ContainerJSON} {
 			if rel != "" && !filepath.IsLocal(rel) {
 				return nil, fmt.Errorf("build manifest: process %q names a file outside the workspace: %q", name, rel)
@@ -113,10 +158,79 @@ func ReadManifest(workspace string) (*Manifest, error) {
 	return &m, nil
 }
 
+// processTypeRE matches the process types a build accepts; they name files
+// in the workspace and repositories in the registry.
+var processTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
+
+// ValidateProcessType refuses a process type that could not name a file in
+// the workspace or a repository under the app (no "/", no "..").
+func ValidateProcessType(name string) error {
+	if !processTypeRE.MatchString(name) {
+		return fmt.Errorf("process type %q is not a valid name (letters, digits, '_' and '-', at most 63)", name)
+	}
+	return nil
+}
+
+// CheckProcessTypes refuses a document from a build whose process types
+// are not exactly want (the build request's): none extra, none missing.
+func CheckProcessTypes[V any](what string, got map[string]V, want []string) error {
+	for _, name := range want {
+		if _, ok := got[name]; !ok {
+			return fmt.Errorf("%s lacks process type %q", what, name)
+		}
+	}
+	if len(got) != len(want) {
+		for name := range got {
+			if !slices.Contains(want, name) {
+				return fmt.Errorf("%s has process type %q, which the build request does not", what, name)
+			}
+		}
+		return fmt.Errorf("%s lists %d process types, the build request %d", what, len(got), len(want))
+	}
+	return nil
+}
+
+// storePathRE is the one spelling of a top-level Nix store path; every
+// other store-path check (StorePathOf, and through it nix2container and
+// image) builds on IsStorePath.
 var storePathRE = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+$`)
 
 // IsStorePath reports whether p is a top-level Nix store path (no subpath).
 func IsStorePath(p string) bool { return storePathRE.MatchString(p) && !strings.Contains(p, "/../") }
+
+// StorePathOf returns the top-level store path that p is or is inside,
+// refusing a p that is not clean (no "..", "." or doubled or trailing
+// slashes) or holds a NUL byte.
+func StorePathOf(p string) (string, bool) {
+	const store = "/nix/store/"
+	if !strings.HasPrefix(p, store) || path.Clean(p) != p || strings.ContainsRune(p, 0) {
+		return "", false
+	}
+	name, _, _ := strings.Cut(p[len(store):], "/")
+	sp := store + name
+	return sp, IsStorePath(sp)
+}
+
+// IsGzip reports whether head starts a gzip stream.
+func IsGzip(head []byte) bool { return bytes.HasPrefix(head, []byte{0x1f, 0x8b}) }
+
+// IsTar reports whether head starts a tar archive: a header with the ustar
+// magic (POSIX, pax or GNU), or an all-zero 512-byte end-of-archive block (an
+// empty archive, as an empty layer is).
+func IsTar(head []byte) bool {
+	if len(head) >= 262 && string(head[257:262]) == "ustar" {
+		return true
+	}
+	if len(head) < 512 {
+		return false
+	}
+	for _, c := range head[:512] {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
 
 // Image identifies one pushed image. ImageID is the config digest, which is
 // what Heroku's docker-releases API wants; Digest is the manifest digest.
@@ -173,6 +287,9 @@ func ParseResult(b []byte) (*Result, error) {
 		return nil, errors.New("build result has no images")
 	}
 	for name, img := range r.Images {
+		if err := ValidateProcessType(name); err != nil {
+			return nil, fmt.Errorf("build result: %w", err)
+		}
 		if !digestRE.MatchString(img.ImageID) || !digestRE.MatchString(img.Digest) {
 			return nil, fmt.Errorf("build result: process %q has a malformed digest", name)
 		}
@@ -198,5 +315,6 @@ type BuildRequest struct {
 type BuildProcess struct {
 	Attribute string   `json:"attribute"`
 	Command   []string `json:"command,omitempty"`
-	Kind      string   `json:"kind,omitempty"`
+	// Kind overrides detection when set.
+	Kind Kind `json:"kind,omitempty"`
 }

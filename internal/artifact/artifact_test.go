@@ -1,9 +1,11 @@
 package artifact
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -38,6 +40,7 @@ func TestParseResultRefusesMalformedInput(t *testing.T) {
 		"no images":          `{"lockedFlake":"x"}`,
 		"a malformed digest": `{"lockedFlake":"x","images":{"web":{"imageID":"sha256:zz","digest":"` + digest + `"}}}`,
 		"too large":          `{"lockedFlake":"` + strings.Repeat("x", MaxResultSize) + `"}`,
+		"another app's path": `{"lockedFlake":"x","images":{"../other-app/web":{"imageID":"` + digest + `","digest":"` + digest + `"}}}`,
 	} {
 		if _, err := ParseResult([]byte(in)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -50,11 +53,12 @@ func TestParseResultRefusesMalformedInput(t *testing.T) {
 
 func TestReadManifestRefusesPathsOutsideTheWorkspace(t *testing.T) {
 	for name, m := range map[string]string{
-		"archive outside":   `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"../../etc/shadow"}}}`,
-		"absolute archive":  `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"/etc/shadow"}}}`,
-		"not a store path":  `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/etc","narSize":1}]}}}`,
-		"store path escape": `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/nix/store/00000000000000000000000000000000-a/../../etc","narSize":1}]}}}`,
-		"no processes":      `{"lockedFlake":"x","processes":{}}`,
+		"archive outside":    `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"../../etc/shadow"}}}`,
+		"absolute archive":   `{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"/etc/shadow"}}}`,
+		"not a store path":   `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/etc","narSize":1}]}}}`,
+		"store path escape":  `{"lockedFlake":"x","processes":{"web":{"kind":"closure","closure":[{"path":"/nix/store/00000000000000000000000000000000-a/../../etc","narSize":1}]}}}`,
+		"no processes":       `{"lockedFlake":"x","processes":{}}`,
+		"another app's path": `{"lockedFlake":"x","processes":{"../other-app/web":{"kind":"docker-archive","archive":"web.tar"}}}`,
 	} {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, ManifestFile), []byte(m), 0o644); err != nil {
@@ -84,4 +88,141 @@ func FuzzParseResult(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestReadManifestRefusesWhatIsNotASmallRegularFile(t *testing.T) {
+	good := []byte(`{"lockedFlake":"x","unchanged":true}`)
+	t.Run("a symlink", func(t *testing.T) {
+		dir := t.TempDir()
+		target := filepath.Join(t.TempDir(), "elsewhere.json")
+		if err := os.WriteFile(target, good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(dir, ManifestFile)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadManifest(dir); err == nil || !strings.Contains(err.Error(), "symlink") {
+			t.Fatalf("error %v, want a refusal of the symlink", err)
+		}
+	})
+	t.Run("a FIFO", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := syscall.Mkfifo(filepath.Join(dir, ManifestFile), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		// Nobody ever writes to the FIFO: a blocking open would hang here
+		// until the test binary's timeout.
+		if _, err := ReadManifest(dir); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("error %v, want a refusal of the FIFO", err)
+		}
+	})
+	t.Run("a file over the cap", func(t *testing.T) {
+		dir := t.TempDir()
+		big := append([]byte(`{"lockedFlake":"x","unchanged":true}`), bytes.Repeat([]byte(" "), MaxManifestSize)...)
+		if err := os.WriteFile(filepath.Join(dir, ManifestFile), big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadManifest(dir); err == nil || !strings.Contains(err.Error(), "more than") {
+			t.Fatalf("error %v, want a refusal of the size", err)
+		}
+	})
+	t.Run("a small regular file", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, ManifestFile), good, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if m, err := ReadManifest(dir); err != nil || !m.Unchanged {
+			t.Fatalf("ReadManifest = %+v, %v", m, err)
+		}
+	})
+}
+
+func FuzzReadManifest(f *testing.F) {
+	f.Add([]byte(`{"revision":"abc","lockedFlake":"x","processes":{"web":{"attribute":"a","kind":"closure","outPath":"/nix/store/00000000000000000000000000000000-a","closure":[{"path":"/nix/store/00000000000000000000000000000000-a","narSize":1}]}}}`))
+	f.Add([]byte(`{"lockedFlake":"x","processes":{"web":{"kind":"docker-archive","archive":"web.tar"}}}`))
+	f.Add([]byte(`{"lockedFlake":"x","unchanged":true}`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, ManifestFile), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		m, err := ReadManifest(dir)
+		if err != nil {
+			return
+		}
+		// Whatever is accepted names only files inside the workspace and
+		// store paths, and has something to push unless it is unchanged.
+		if len(m.Processes) == 0 && !m.Unchanged {
+			t.Fatalf("accepted a manifest with nothing to push: %+v", m)
+		}
+		for name, p := range m.Processes {
+			for _, rel := range []string{p.Archive, p.Nix2ContainerJSON} {
+				if rel != "" && !filepath.IsLocal(rel) {
+					t.Fatalf("process %q: accepted %q", name, rel)
+				}
+			}
+			for _, sp := range p.Closure {
+				if !storePathRE.MatchString(sp.Path) || strings.Contains(sp.Path, "/../") {
+					t.Fatalf("process %q: accepted %q", name, sp.Path)
+				}
+			}
+		}
+	})
+}
+
+func TestStorePathOf(t *testing.T) {
+	const sp = "/nix/store/00000000000000000000000000000000-a"
+	for p, want := range map[string]string{
+		sp:                       sp,
+		sp + "/bin/x":            sp,
+		sp + "/":                 "",
+		sp + "/../../etc":        "",
+		sp + "/./x":              "",
+		sp + "/x\x00":            "",
+		"/etc/passwd":            "",
+		"/nix/store/short-a/bin": "",
+	} {
+		got, ok := StorePathOf(p)
+		if got != want && ok || ok != (want != "") {
+			t.Errorf("StorePathOf(%q) = %q, %v; want %q", p, got, ok, want)
+		}
+	}
+}
+
+func TestIsTarAndIsGzip(t *testing.T) {
+	ustar := make([]byte, 512)
+	copy(ustar[257:], "ustar")
+	for name, tc := range map[string]struct {
+		head        []byte
+		tar, isGzip bool
+	}{
+		"a ustar header":          {ustar, true, false},
+		"an end-of-archive block": {make([]byte, 512), true, false},
+		"a short zero block":      {make([]byte, 100), false, false},
+		"gzip":                    {[]byte{0x1f, 0x8b, 8}, false, true},
+		"JSON":                    {[]byte(`{"a":1}`), false, false},
+	} {
+		if IsTar(tc.head) != tc.tar || IsGzip(tc.head) != tc.isGzip {
+			t.Errorf("%s: IsTar %v, IsGzip %v", name, IsTar(tc.head), IsGzip(tc.head))
+		}
+	}
+}
+
+func TestCheckProcessTypes(t *testing.T) {
+	want := []string{"web", "worker"}
+	for name, tc := range map[string]struct {
+		got     map[string]Image
+		wantErr string
+	}{
+		"the same types":  {map[string]Image{"web": {}, "worker": {}}, ""},
+		"an extra type":   {map[string]Image{"web": {}, "worker": {}, "release": {}}, `"release"`},
+		"a missing type":  {map[string]Image{"web": {}}, `lacks process type "worker"`},
+		"a swapped type":  {map[string]Image{"web": {}, "release": {}}, `lacks process type "worker"`},
+		"no types at all": {nil, "lacks"},
+	} {
+		err := CheckProcessTypes("build result", tc.got, want)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: error %v, want %q", name, err, tc.wantErr)
+		}
+	}
 }

@@ -170,7 +170,12 @@ func (c *Client) RegistryHost() string { return c.registryHost }
 
 // RegistryAuth gives go-containerregistry the registry credentials: Basic
 // with user "_" and the API key as password. The value prints redacted.
-func (c *Client) RegistryAuth() authn.Authenticator { return registryAuth{key: c.key} }
+func (c *Client) RegistryAuth() authn.Authenticator { return RegistryAuth(c.key) }
+
+// RegistryAuth is the registry credentials for the API key key: Basic with
+// user "_" and the key as password. The value prints redacted (String,
+// GoString), so it can be logged or wrapped into errors without the key.
+func RegistryAuth(key string) authn.Authenticator { return registryAuth{key: key} }
 
 type registryAuth struct{ key string }
 
@@ -197,6 +202,15 @@ type request struct {
 	rng    string // Range header
 	// free marks calls Heroku does not count (GET /account/rate-limits).
 	free bool
+	// answer, when set, receives the status and headers of a 2xx answer
+	// (paging reads Next-Range).
+	answer *answer
+}
+
+// answer is what a call keeps of a 2xx response besides its body.
+type answer struct {
+	status int
+	header http.Header
 }
 
 const (
@@ -254,6 +268,9 @@ func (c *Client) do(ctx context.Context, r request, v any) (err error) {
 	status = resp.StatusCode
 	c.recordRemaining(resp.Header)
 
+	if r.answer != nil {
+		r.answer.status, r.answer.header = resp.StatusCode, resp.Header
+	}
 	if resp.StatusCode/100 != 2 {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		e := parseError(resp.StatusCode, resp.Header, body, c.now())

@@ -3,7 +3,6 @@ package image
 import (
 	"archive/tar"
 	"bufio"
-	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/json"
@@ -16,16 +15,16 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/herokunix/herokunix/internal/artifact"
 )
 
 // maxJSON bounds a JSON document read from an archive (manifest, config).
 const maxJSON = 16 << 20
 
-var gzipMagic = []byte{0x1f, 0x8b}
-
 // FromDockerArchive reads a docker-archive (as `docker save`,
 // dockerTools.buildImage/buildLayeredImage or a streamLayeredImage script
-// write it), plain or gzip-compressed, with DefaultLimits.
+// write it), plain or gzip-compressed.
 //
 // The archive is untrusted: it is read once in full before anything else,
 // and refused if any name in it or in its layers is absolute or climbs out
@@ -33,11 +32,7 @@ var gzipMagic = []byte{0x1f, 0x8b}
 // sparse file, or it is larger than the limits. Layers already
 // gzip-compressed are pushed as they are; others are compressed once.
 // A gzip-compressed archive is decompressed once into a temporary file.
-func FromDockerArchive(path string) (v1.Image, error) {
-	return readDockerArchiveFile(path, DefaultLimits(), "")
-}
-
-func readDockerArchiveFile(p string, lim Limits, tmpDir string) (v1.Image, error) {
+func FromDockerArchive(p string, opts Options) (v1.Image, error) {
 	f, err := os.Open(p)
 	if err != nil {
 		return nil, fmt.Errorf("opening docker-archive: %w", err)
@@ -47,7 +42,7 @@ func readDockerArchiveFile(p string, lim Limits, tmpDir string) (v1.Image, error
 		f.Close()
 		return nil, fmt.Errorf("opening docker-archive: %w", err)
 	}
-	img, err := readDockerArchive(f, fi.Size(), lim, tmpDir)
+	img, err := readDockerArchive(f, fi.Size(), opts)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("docker-archive %s: %w", p, err)
@@ -59,11 +54,12 @@ func readDockerArchiveFile(p string, lim Limits, tmpDir string) (v1.Image, error
 // readDockerArchive reads a docker-archive, plain or gzip-compressed, from
 // ra. The returned image reads its layers from ra (or from a temporary copy
 // for a compressed archive).
-func readDockerArchive(ra io.ReaderAt, size int64, lim Limits, tmpDir string) (v1.Image, error) {
-	lim = lim.orDefault()
-	b := &budget{lim: lim}
+func readDockerArchive(ra io.ReaderAt, size int64, opts Options) (v1.Image, error) {
+	opts = opts.orDefault()
+	b := &budget{lim: opts}
+	tmpDir := opts.TempDir
 	head := make([]byte, 2)
-	if n, _ := ra.ReadAt(head, 0); n == 2 && bytes.Equal(head, gzipMagic) {
+	if n, _ := ra.ReadAt(head, 0); artifact.IsGzip(head[:n]) {
 		tmp, n, err := gunzipToTemp(io.NewSectionReader(ra, 0, size), b, tmpDir)
 		if err != nil {
 			return nil, err
@@ -236,7 +232,7 @@ func checkArchiveFile(r io.Reader, name string, e *archiveEntry, b *budget) erro
 	digest := sha256.New()
 	src := io.TeeReader(br, digest)
 	switch {
-	case len(head) >= 2 && bytes.Equal(head[:2], gzipMagic):
+	case artifact.IsGzip(head):
 		zr, err := gzip.NewReader(src)
 		if err != nil {
 			return fmt.Errorf("layer %q: %w", name, err)
@@ -245,7 +241,7 @@ func checkArchiveFile(r io.Reader, name string, e *archiveEntry, b *budget) erro
 		if err := checkLayerStream(zr, name, e, b, true); err != nil {
 			return err
 		}
-	case isTarHeader(head):
+	case artifact.IsTar(head):
 		if err := checkLayerStream(src, name, e, b, false); err != nil {
 			return err
 		}
@@ -286,23 +282,6 @@ func checkLayerStream(r io.Reader, name string, e *archiveEntry, b *budget, coun
 		e.diffID = sum(diffID)
 	}
 	return nil
-}
-
-// isTarHeader reports whether block looks like a tar header (ustar, pax or
-// GNU magic) or an all-zero end-of-archive block (an empty layer).
-func isTarHeader(block []byte) bool {
-	if len(block) < 512 {
-		return false
-	}
-	if string(block[257:262]) == "ustar" {
-		return true
-	}
-	for _, c := range block {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // checkLayerTar reads a layer's tar stream to its end and refuses what no

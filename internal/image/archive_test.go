@@ -66,7 +66,7 @@ func TestDockerArchiveIsPushedAsDockerSchema2(t *testing.T) {
 	r := newTestRegistry(t)
 	for _, p := range []string{plain, gz} {
 		t.Run(filepath.Base(p), func(t *testing.T) {
-			img, err := FromDockerArchive(p)
+			img, err := FromDockerArchive(p, Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +112,7 @@ func archive(t testing.TB, layer []byte, extra ...tarEntry) []byte {
 
 func TestDockerArchiveSafety(t *testing.T) {
 	ok := tarBytes(t, reg("app/ok", "ok"))
-	lim := Limits{MaxBytes: 1 << 20, MaxEntries: 100, MaxLayers: 127}
+	lim := Options{MaxBytes: 1 << 20, MaxEntries: 100, MaxLayers: 127}
 	hdr := func(name string, typ byte, link string) tarEntry {
 		return tarEntry{hdr: tar.Header{Name: name, Typeflag: typ, Linkname: link, Mode: 0o644}}
 	}
@@ -123,7 +123,7 @@ func TestDockerArchiveSafety(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		archive []byte
-		lim     Limits
+		lim     Options
 		wantErr string
 	}{
 		{"a plain archive is read", archive(t, ok), lim, ""},
@@ -147,7 +147,7 @@ func TestDockerArchiveSafety(t *testing.T) {
 		{"an archive without manifest.json is refused", tarBytes(t, reg("x", "y")), lim, `no "manifest.json"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := readDockerArchive(bytes.NewReader(tc.archive), int64(len(tc.archive)), tc.lim, t.TempDir())
+			_, err := readDockerArchive(bytes.NewReader(tc.archive), int64(len(tc.archive)), withTemp(tc.lim, t))
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -161,11 +161,11 @@ func TestDockerArchiveSafety(t *testing.T) {
 	}
 	t.Run("more layers than the limit are refused", func(t *testing.T) {
 		a := archive(t, ok)
-		_, err := readDockerArchive(bytes.NewReader(a), int64(len(a)), Limits{MaxLayers: 1, MaxBytes: 1 << 20, MaxEntries: 100}, t.TempDir())
+		_, err := readDockerArchive(bytes.NewReader(a), int64(len(a)), Options{TempDir: t.TempDir(), MaxLayers: 1, MaxBytes: 1 << 20, MaxEntries: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, err = readDockerArchive(bytes.NewReader(twoLayerArchive(t, ok)), int64(len(twoLayerArchive(t, ok))), Limits{MaxLayers: 1, MaxBytes: 1 << 20, MaxEntries: 100}, t.TempDir())
+		_, err = readDockerArchive(bytes.NewReader(twoLayerArchive(t, ok)), int64(len(twoLayerArchive(t, ok))), Options{TempDir: t.TempDir(), MaxLayers: 1, MaxBytes: 1 << 20, MaxEntries: 100})
 		if err == nil || !strings.Contains(err.Error(), "2 layers, more than 1") {
 			t.Fatalf("error %v", err)
 		}
@@ -189,8 +189,8 @@ func FuzzReadDockerArchive(f *testing.F) {
 	f.Add(gzipBytes(f, archive(f, gzipBytes(f, ok))))
 	f.Add(archive(f, tarBytes(f, reg("../x", "x"))))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		lim := Limits{MaxBytes: 8 << 20, MaxEntries: 1000, MaxLayers: 8}
-		img, err := readDockerArchive(bytes.NewReader(data), int64(len(data)), lim, t.TempDir())
+		lim := Options{MaxBytes: 8 << 20, MaxEntries: 1000, MaxLayers: 8}
+		img, err := readDockerArchive(bytes.NewReader(data), int64(len(data)), withTemp(lim, t))
 		if err != nil {
 			return
 		}
@@ -213,4 +213,10 @@ func FuzzReadDockerArchive(f *testing.F) {
 			rc.Close()
 		}
 	})
+}
+
+// withTemp is opts with its layers spooled into a directory of the test.
+func withTemp(opts Options, t testing.TB) Options {
+	opts.TempDir = t.TempDir()
+	return opts
 }

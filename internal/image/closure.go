@@ -18,70 +18,43 @@ import (
 	"github.com/herokunix/herokunix/internal/artifact"
 )
 
-// ClosureOptions tune closure mode.
-type ClosureOptions struct {
-	// MaxLayers caps the layers of the image: the largest store paths get a
-	// layer each, the rest share the last one. Default 100, leaving room
-	// under the 127 layers Docker (and so Heroku) can stack.
-	MaxLayers int
-	// TempDir holds the compressed layers until they are pushed (default
-	// os.TempDir()).
-	TempDir string
-}
-
-// DefaultMaxLayers is ClosureOptions.MaxLayers when unset.
-const DefaultMaxLayers = 100
-
-// buildStats says how an image's layers were obtained.
-type buildStats struct {
-	Layers, Reused int
-	BuiltBytes     int64 // compressed bytes of the layers built
-}
-
 // FromClosure makes an image of a closure copied under storeRoot (so that
 // /nix/store/x is at <storeRoot>/nix/store/x): one layer per store path,
-// largest narSize first, up to opts.MaxLayers-1, the rest merged into one
-// last layer. Its entrypoint is command (a relative command[0] such as
+// largest narSize first, up to opts.ClosureLayers-1, the rest merged into
+// one last layer. Its entrypoint is command (a relative command[0] such as
 // bin/worker is taken inside outPath), or outPath's only program in bin/.
 // Layers prev records as made from the same store paths are reused from the
 // registry without reading the files; prev may be nil.
-func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts ClosureOptions, prev v1.Image) (v1.Image, error) {
-	img, _, err := buildClosure(storeRoot, closure, outPath, command, opts, prev)
-	return img, err
-}
-
-func buildClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts ClosureOptions, prev v1.Image) (v1.Image, buildStats, error) {
-	var stats buildStats
-	if opts.MaxLayers <= 0 {
-		opts.MaxLayers = DefaultMaxLayers
-	}
+func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts Options, prev v1.Image) (v1.Image, Stats, error) {
+	opts = opts.orDefault()
 	if !artifact.IsStorePath(outPath) {
-		return nil, stats, fmt.Errorf("output %q is not a store path", outPath)
+		return nil, Stats{}, fmt.Errorf("output %q is not a store path", outPath)
 	}
 	paths := slices.Clone(closure)
 	seen := map[string]bool{}
 	for _, sp := range paths {
 		if !artifact.IsStorePath(sp.Path) {
-			return nil, stats, fmt.Errorf("closure lists %q, which is not a store path", sp.Path)
+			return nil, Stats{}, fmt.Errorf("closure lists %q, which is not a store path", sp.Path)
 		}
 		if seen[sp.Path] {
-			return nil, stats, fmt.Errorf("closure lists %s twice", sp.Path)
+			return nil, Stats{}, fmt.Errorf("closure lists %s twice", sp.Path)
 		}
 		seen[sp.Path] = true
 	}
 	if !seen[outPath] {
-		return nil, stats, fmt.Errorf("closure does not include the output %s", outPath)
+		return nil, Stats{}, fmt.Errorf("closure does not include the output %s", outPath)
 	}
 	slices.SortFunc(paths, func(a, b artifact.StorePath) int {
 		return cmp.Or(cmp.Compare(b.NarSize, a.NarSize), strings.Compare(a.Path, b.Path))
 	})
+	n := opts.ClosureLayers
 	var groups [][]string
 	for i, sp := range paths {
-		if i < opts.MaxLayers-1 || len(paths) <= opts.MaxLayers {
+		if i < n-1 || len(paths) <= n {
 			groups = append(groups, []string{sp.Path})
 			continue
 		}
-		if i == opts.MaxLayers-1 {
+		if i == n-1 {
 			groups = append(groups, nil)
 		}
 		groups[len(groups)-1] = append(groups[len(groups)-1], sp.Path)
@@ -89,22 +62,24 @@ func buildClosure(storeRoot string, closure []artifact.StorePath, outPath string
 
 	root, err := os.OpenRoot(storeRoot)
 	if err != nil {
-		return nil, stats, fmt.Errorf("opening store root: %w", err)
+		return nil, Stats{}, fmt.Errorf("opening store root: %w", err)
 	}
 	defer root.Close()
 	entry, err := entrypoint(root, outPath, command)
 	if err != nil {
-		return nil, stats, err
+		return nil, Stats{}, err
 	}
 
 	keys := make([]string, len(groups))
+	history := make([]v1.History, len(groups))
 	for i, grp := range groups {
 		slices.Sort(grp)
 		keys[i] = closureKey(grp)
+		history[i] = v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "herokunix: " + describeGroup(grp)}
 	}
 	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
 		l, err := spool(opts.TempDir, func(w io.Writer) error {
-			t := newTree(root, &budget{lim: DefaultLimits()})
+			t := newTree(root, &budget{lim: opts})
 			for _, sp := range groups[i] {
 				if err := t.addStorePath(sp, nil); err != nil {
 					return err
@@ -118,39 +93,16 @@ func buildClosure(storeRoot string, closure []artifact.StorePath, outPath string
 		return l, nil
 	})
 	if err != nil {
-		return nil, stats, err
-	}
-
-	recs := make([]layerRecord, len(layers))
-	history := make([]v1.History, len(layers))
-	for i, l := range layers {
-		rec, err := record(keys[i], l)
-		if err != nil {
-			return nil, stats, err
-		}
-		recs[i] = rec
-		history[i] = v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "herokunix: " + describeGroup(groups[i])}
-		stats.Layers++
-		if reused[i] {
-			stats.Reused++
-		} else {
-			stats.BuiltBytes += rec.Size
-		}
-	}
-	label, err := recordsLabel(recs)
-	if err != nil {
-		return nil, stats, err
+		return nil, Stats{}, err
 	}
 	cfg := v1.ConfigFile{
 		Created: v1.Time{Time: epoch},
 		Config: v1.Config{
 			Entrypoint: entry,
 			Env:        []string{"PATH=" + outPath + "/bin:/usr/bin:/bin"},
-			Labels:     map[string]string{LayersLabel: label},
 		},
 	}
-	img, err := assemble(cfg, layers, history)
-	return img, stats, err
+	return finish(cfg, keys, layers, reused, history)
 }
 
 // closureKey names the content of a closure-mode layer: the store path
@@ -168,22 +120,6 @@ func describeGroup(grp []string) string {
 		return "store path " + grp[0]
 	}
 	return fmt.Sprintf("%d store paths (%s … %s)", len(grp), grp[0], grp[len(grp)-1])
-}
-
-func record(key string, l v1.Layer) (layerRecord, error) {
-	d, err := l.Digest()
-	if err != nil {
-		return layerRecord{}, err
-	}
-	diffID, err := l.DiffID()
-	if err != nil {
-		return layerRecord{}, err
-	}
-	size, err := l.Size()
-	if err != nil {
-		return layerRecord{}, err
-	}
-	return layerRecord{Key: key, DiffID: diffID.String(), Digest: d.String(), Size: size}, nil
 }
 
 // entrypoint resolves a process's command for closure mode.

@@ -47,7 +47,7 @@ func sampleStore(t *testing.T) (string, []artifact.StorePath) {
 
 func TestClosureImageIsPushedAndPulledBackAsDockerSchema2(t *testing.T) {
 	root, closure := sampleStore(t)
-	img, err := FromClosure(root, closure, appPath, nil, ClosureOptions{}, nil)
+	img, _, err := FromClosure(root, closure, appPath, nil, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,7 +136,7 @@ func TestClosureMergesTheSmallestStorePathsIntoTheLastLayer(t *testing.T) {
 		makeStorePath(t, root, sp, map[string]file{"f": {body: sp}})
 		closure = append(closure, artifact.StorePath{Path: sp, NarSize: int64(1000 - i)})
 	}
-	img, err := FromClosure(root, closure, closure[0].Path, []string{"/bin/true"}, ClosureOptions{MaxLayers: 3}, nil)
+	img, _, err := FromClosure(root, closure, closure[0].Path, []string{"/bin/true"}, Options{ClosureLayers: 3}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +178,7 @@ func TestClosureEntrypoint(t *testing.T) {
 		{"a command climbing out of the output is refused", appPath, []string{"../x/bin/y"}, nil, "outside the output"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img, err := FromClosure(root, closure, tc.out, tc.command, ClosureOptions{}, nil)
+			img, _, err := FromClosure(root, closure, tc.out, tc.command, Options{}, nil)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
@@ -225,13 +225,13 @@ func TestClosureRefusesBadInput(t *testing.T) {
 		{"a FIFO in a store path", append(closure, artifact.StorePath{Path: fifo}), appPath, "store paths hold only files"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := FromClosure(root, tc.closure, tc.out, []string{"x"}, ClosureOptions{}, nil)
+			_, _, err := FromClosure(root, tc.closure, tc.out, []string{"x"}, Options{}, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
 	}
-	img, err := FromClosure(root, append(closure, artifact.StorePath{Path: outside}), appPath, nil, ClosureOptions{}, nil)
+	img, _, err := FromClosure(root, append(closure, artifact.StorePath{Path: outside}), appPath, nil, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestClosureRefusesBadInput(t *testing.T) {
 
 func TestClosureImageIsReproducible(t *testing.T) {
 	root, closure := sampleStore(t)
-	a, err := FromClosure(root, closure, appPath, nil, ClosureOptions{}, nil)
+	a, _, err := FromClosure(root, closure, appPath, nil, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestClosureImageIsReproducible(t *testing.T) {
 	os.Chmod(filepath.Join(root2, appPath, "share/doc/README"), 0o600)
 	reversed := slices.Clone(closure)
 	slices.Reverse(reversed)
-	b, err := FromClosure(root2, reversed, appPath, nil, ClosureOptions{}, nil)
+	b, _, err := FromClosure(root2, reversed, appPath, nil, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ const reproEnv = "HEROKUNIX_TEST_REPRO_ROOT"
 func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 	if root := os.Getenv(reproEnv); root != "" {
 		_, closure := sampleStoreClosure()
-		img, err := FromClosure(root, closure, appPath, nil, ClosureOptions{}, nil)
+		img, _, err := FromClosure(root, closure, appPath, nil, Options{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -280,7 +280,7 @@ func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 		return
 	}
 	root, closure := sampleStore(t)
-	img, err := FromClosure(root, closure, appPath, nil, ClosureOptions{}, nil)
+	img, _, err := FromClosure(root, closure, appPath, nil, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

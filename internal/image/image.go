@@ -23,6 +23,7 @@ package image
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -41,40 +42,65 @@ const (
 // a layer herokunix writes, as dockerTools uses.
 var epoch = time.Date(1970, 1, 1, 0, 0, 1, 0, time.UTC)
 
-// Limits bound what herokunix reads from untrusted input: docker-archives,
-// nix2container's prebuilt layer tarballs, and store trees.
-type Limits struct {
-	// MaxBytes caps the uncompressed bytes read from one input.
+// Options say how images are made from build output; every input kind
+// honours every field. The Max fields bound what herokunix reads from
+// untrusted input (docker-archives, nix2container's JSON and prebuilt layer
+// tarballs, store trees); zero fields take DefaultOptions' values.
+type Options struct {
+	// MaxBytes caps the uncompressed bytes read from one input (for store
+	// trees: one layer's files).
 	MaxBytes int64
-	// MaxEntries caps the tar entries (or files) in one input.
+	// MaxEntries caps the tar entries (or files, or listed paths) in one input.
 	MaxEntries int
 	// MaxLayers caps the layers of one image.
 	MaxLayers int
+	// ClosureLayers is how many layers closure mode makes at most: the
+	// largest store paths get a layer each, the rest share the last one.
+	// It is lowered to MaxLayers when above it.
+	ClosureLayers int
+	// TempDir holds compressed layers until they are pushed (default
+	// os.TempDir()).
+	TempDir string
 }
 
-// DefaultLimits are 20 GiB, a million entries and 127 layers (Docker's
-// overlay limit, which Heroku shares).
-func DefaultLimits() Limits {
-	return Limits{MaxBytes: 20 << 30, MaxEntries: 1_000_000, MaxLayers: 127}
+// DefaultClosureLayers is Options.ClosureLayers when unset: room under the
+// 127 layers Docker (and so Heroku) can stack.
+const DefaultClosureLayers = 100
+
+// DefaultOptions are 20 GiB, a million entries, 127 layers (Docker's overlay
+// limit, which Heroku shares) and DefaultClosureLayers.
+func DefaultOptions() Options {
+	return Options{MaxBytes: 20 << 30, MaxEntries: 1_000_000, MaxLayers: 127, ClosureLayers: DefaultClosureLayers}
 }
 
-func (l Limits) orDefault() Limits {
-	d := DefaultLimits()
-	if l.MaxBytes <= 0 {
-		l.MaxBytes = d.MaxBytes
+func (o Options) orDefault() Options {
+	d := DefaultOptions()
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = d.MaxBytes
 	}
-	if l.MaxEntries <= 0 {
-		l.MaxEntries = d.MaxEntries
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = d.MaxEntries
 	}
-	if l.MaxLayers <= 0 {
-		l.MaxLayers = d.MaxLayers
+	if o.MaxLayers <= 0 {
+		o.MaxLayers = d.MaxLayers
 	}
-	return l
+	if o.ClosureLayers <= 0 {
+		o.ClosureLayers = d.ClosureLayers
+	}
+	o.ClosureLayers = min(o.ClosureLayers, o.MaxLayers)
+	return o
+}
+
+// Stats say how an image's layers were obtained. A docker-archive's image
+// is read as it is and has none.
+type Stats struct {
+	Layers, Reused int
+	BuiltBytes     int64 // compressed bytes of the layers built
 }
 
 // budget counts what one input has used of its Limits.
 type budget struct {
-	lim     Limits
+	lim     Options
 	bytes   int64
 	entries int
 }
@@ -95,6 +121,37 @@ func (b *budget) takeEntry() error {
 		return fmt.Errorf("%w: more than %d entries", errTooBig, b.lim.MaxEntries)
 	}
 	return nil
+}
+
+// finish makes the image of layers that herokunix made or reused (closure
+// and nix2container mode): it records which key made each layer in the
+// LayersLabel, so the next build can reuse them, and counts what was built.
+func finish(cfg v1.ConfigFile, keys []string, layers []v1.Layer, reused []bool, history []v1.History) (v1.Image, Stats, error) {
+	var stats Stats
+	recs := make([]layerRecord, len(layers))
+	for i, l := range layers {
+		rec, err := record(keys[i], l)
+		if err != nil {
+			return nil, stats, err
+		}
+		recs[i] = rec
+		stats.Layers++
+		if reused[i] {
+			stats.Reused++
+		} else {
+			stats.BuiltBytes += rec.Size
+		}
+	}
+	label, err := recordsLabel(recs)
+	if err != nil {
+		return nil, stats, err
+	}
+	labels := make(map[string]string, len(cfg.Config.Labels)+1)
+	maps.Copy(labels, cfg.Config.Labels)
+	labels[LayersLabel] = label
+	cfg.Config.Labels = labels
+	img, err := assemble(cfg, layers, history)
+	return img, stats, err
 }
 
 // assemble makes a Docker schema 2, linux/amd64 image from a config and its

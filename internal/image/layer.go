@@ -18,22 +18,13 @@ import (
 // changes the digest of every layer built afterwards.
 const gzipLevel = gzip.DefaultCompression
 
-// spooledLayer is a layer compressed once into an unlinked temporary file,
-// so that its digest is known before the push and the push uploads those
-// same bytes without reading or compressing the sources again. The file
-// goes away when the layer is garbage collected (or the process exits).
-type spooledLayer struct {
-	f      *os.File
-	digest v1.Hash
-	diffID v1.Hash
-	size   int64
-}
-
-var _ v1.Layer = (*spooledLayer)(nil)
-
 // spool runs write, which writes an uncompressed tar stream, and keeps its
-// gzip-compressed form in a temporary file in dir ("" for os.TempDir).
-func spool(dir string, write func(io.Writer) error) (*spooledLayer, error) {
+// gzip-compressed form in an unlinked temporary file in dir ("" for
+// os.TempDir), so that its digest is known before the push and the push
+// uploads those same bytes without reading or compressing the sources again.
+// The file goes away when the layer is garbage collected (or the process
+// exits).
+func spool(dir string, write func(io.Writer) error) (*sectionLayer, error) {
 	f, err := os.CreateTemp(dir, "herokunix-layer-*")
 	if err != nil {
 		return nil, fmt.Errorf("creating layer spool file: %w", err)
@@ -48,7 +39,7 @@ func spool(dir string, write func(io.Writer) error) (*spooledLayer, error) {
 	return l, nil
 }
 
-func spoolTo(f *os.File, write func(io.Writer) error) (*spooledLayer, error) {
+func spoolTo(f *os.File, write func(io.Writer) error) (*sectionLayer, error) {
 	bw := bufio.NewWriterSize(f, 1<<20)
 	digest := sha256.New()
 	cw := &countingWriter{w: io.MultiWriter(bw, digest)}
@@ -66,27 +57,17 @@ func spoolTo(f *os.File, write func(io.Writer) error) (*spooledLayer, error) {
 	if err := bw.Flush(); err != nil {
 		return nil, fmt.Errorf("writing layer spool file: %w", err)
 	}
-	return &spooledLayer{f: f, digest: sum(digest), diffID: sum(diffID), size: cw.n}, nil
+	return &sectionLayer{r: io.NewSectionReader(f, 0, cw.n), digest: sum(digest), diffID: sum(diffID)}, nil
 }
 
 func sum(h hash.Hash) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 }
 
-func (l *spooledLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
-func (l *spooledLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
-func (l *spooledLayer) Size() (int64, error)                { return l.size, nil }
-func (l *spooledLayer) MediaType() (types.MediaType, error) { return types.DockerLayer, nil }
-func (l *spooledLayer) Compressed() (io.ReadCloser, error) {
-	return io.NopCloser(io.NewSectionReader(l.f, 0, l.size)), nil
-}
-func (l *spooledLayer) Uncompressed() (io.ReadCloser, error) {
-	return gzip.NewReader(io.NewSectionReader(l.f, 0, l.size))
-}
-
-// sectionLayer is an already gzip-compressed layer stored in part of a file
-// (a docker-archive or a prebuilt nix2container layer): its bytes are
-// uploaded as they are.
+// sectionLayer is a gzip-compressed layer stored in part of a file: a layer
+// herokunix compressed into a spool file, or one already compressed in a
+// docker-archive or a prebuilt nix2container tarball. Its bytes are uploaded
+// as they are.
 type sectionLayer struct {
 	r      *io.SectionReader
 	digest v1.Hash

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,49 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/nix2container"
 )
-
-// n2cImage is nix2container's image JSON (format version 1).
-type n2cImage struct {
-	Version     int        `json:"version"`
-	ImageConfig v1.Config  `json:"image-config"`
-	Layers      []n2cLayer `json:"layers"`
-	Arch        string     `json:"arch"`
-	Created     *time.Time `json:"created"`
-}
-
-type n2cLayer struct {
-	Digest    string     `json:"digest"`
-	Size      int64      `json:"size"`
-	DiffIDs   string     `json:"diff_ids"`
-	Paths     []n2cPath  `json:"paths,omitempty"`
-	MediaType string     `json:"mediatype"`
-	LayerPath string     `json:"layer-path,omitempty"`
-	History   v1.History `json:"History"`
-}
-
-type n2cPath struct {
-	Path    string      `json:"path"`
-	Tar     string      `json:"tar,omitempty"`
-	Options *n2cOptions `json:"options,omitempty"`
-}
-
-type n2cOptions struct {
-	Rewrite struct {
-		Regex string `json:"regex"`
-		Repl  string `json:"repl"`
-	} `json:"rewrite"`
-	Perms []struct {
-		Regex  string `json:"regex"`
-		Mode   string `json:"mode"`
-		OrMode string `json:"orMode,omitempty"`
-		UID    int    `json:"uid"`
-		GID    int    `json:"gid"`
-		Uname  string `json:"uname"`
-		Gname  string `json:"gname"`
-	} `json:"perms,omitempty"`
-	IgnoreDestination string `json:"ignoreDestination,omitempty"`
-}
 
 // n2cPlan is a checked nix2container image: what to build, layer by layer.
 type n2cPlan struct {
@@ -79,29 +37,28 @@ type n2cPlanLayer struct {
 
 const maxRegex = 4096
 
-// storeSubpathRE matches a store path or a path inside one.
-var storeSubpathRE = regexp.MustCompile(`^/nix/store/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+\-._?=]+(/[^\x00]*)?$`)
-
 // parseNix2Container parses and checks nix2container's image JSON.
-func parseNix2Container(data []byte, lim Limits) (*n2cPlan, error) {
+func parseNix2Container(data []byte, lim Options) (*n2cPlan, error) {
+	img, err := nix2container.Parse(data)
+	if err != nil {
+		return nil, err
+	}
+	return planNix2Container(img, lim)
+}
+
+// planNix2Container checks nix2container's image and says what to build.
+func planNix2Container(img *nix2container.Image, lim Options) (*n2cPlan, error) {
 	lim = lim.orDefault()
-	if len(data) > maxJSON {
-		return nil, fmt.Errorf("image JSON is %d bytes, more than %d", len(data), maxJSON)
-	}
-	var img n2cImage
-	if err := json.Unmarshal(data, &img); err != nil {
-		return nil, fmt.Errorf("parsing nix2container image JSON: %w", err)
-	}
-	if img.Version != 1 {
-		return nil, fmt.Errorf("nix2container image JSON has version %d; herokunix reads version 1", img.Version)
-	}
 	if img.Arch != "" && img.Arch != Architecture {
 		return nil, fmt.Errorf("nix2container image is for %s; Heroku runs only %s", img.Arch, Architecture)
 	}
 	if len(img.Layers) > lim.MaxLayers {
 		return nil, fmt.Errorf("nix2container image has %d layers, more than %d", len(img.Layers), lim.MaxLayers)
 	}
-	plan := &n2cPlan{config: img.ImageConfig, created: epoch}
+	plan := &n2cPlan{created: epoch}
+	if img.ImageConfig != nil {
+		plan.config = *img.ImageConfig
+	}
 	if img.Created != nil {
 		plan.created = img.Created.UTC()
 	}
@@ -117,7 +74,7 @@ func parseNix2Container(data []byte, lim Limits) (*n2cPlan, error) {
 		case l.LayerPath != "" && len(l.Paths) > 0:
 			return nil, fmt.Errorf("layer %d has both paths and a layer-path", i)
 		case l.LayerPath != "":
-			if !storeSubpathRE.MatchString(l.LayerPath) || path.Clean(l.LayerPath) != l.LayerPath {
+			if _, ok := artifact.StorePathOf(l.LayerPath); !ok {
 				return nil, fmt.Errorf("layer %d: layer-path %q is not in the Nix store", i, l.LayerPath)
 			}
 			pl.layerPath = l.LayerPath
@@ -154,7 +111,7 @@ func parseNix2Container(data []byte, lim Limits) (*n2cPlan, error) {
 	return plan, nil
 }
 
-func compileOptions(o *n2cOptions) (*pathOptions, error) {
+func compileOptions(o *nix2container.Options) (*pathOptions, error) {
 	if o == nil {
 		return nil, nil
 	}
@@ -213,26 +170,15 @@ func compileOptions(o *n2cOptions) (*pathOptions, error) {
 // nix2container's own digests are not used. A layer prev records as made
 // from the same paths and options is reused without reading the files; prev
 // may be nil.
-func FromNix2Container(jsonPath, storeRoot string, prev v1.Image) (v1.Image, error) {
-	img, _, err := buildNix2Container(jsonPath, storeRoot, prev, DefaultLimits(), "")
-	return img, err
-}
-
-func buildNix2Container(jsonPath, storeRoot string, prev v1.Image, lim Limits, tmpDir string) (v1.Image, buildStats, error) {
-	var stats buildStats
-	lim = lim.orDefault()
-	f, err := os.Open(jsonPath)
+func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) (v1.Image, Stats, error) {
+	opts = opts.orDefault()
+	doc, _, err := nix2container.ReadFile(jsonPath)
 	if err != nil {
-		return nil, stats, fmt.Errorf("reading nix2container image JSON: %w", err)
+		return nil, Stats{}, err
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxJSON+1))
-	f.Close()
+	plan, err := planNix2Container(doc, opts)
 	if err != nil {
-		return nil, stats, fmt.Errorf("reading nix2container image JSON: %w", err)
-	}
-	plan, err := parseNix2Container(data, lim)
-	if err != nil {
-		return nil, stats, err
+		return nil, Stats{}, err
 	}
 	// The store is opened only if a layer has to be built: when every
 	// layer is reused, it need not even exist.
@@ -249,8 +195,18 @@ func buildNix2Container(jsonPath, storeRoot string, prev v1.Image, lim Limits, t
 	}()
 
 	keys := make([]string, len(plan.layers))
+	history := make([]v1.History, len(plan.layers))
 	for i, pl := range plan.layers {
 		keys[i] = pl.key
+		h := pl.history
+		if h.Created.IsZero() {
+			h.Created = v1.Time{Time: plan.created}
+		}
+		if h.CreatedBy == "" {
+			h.CreatedBy = "herokunix: nix2container layer"
+		}
+		h.EmptyLayer = false
+		history[i] = h
 	}
 	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
 		pl := plan.layers[i]
@@ -260,10 +216,10 @@ func buildNix2Container(jsonPath, storeRoot string, prev v1.Image, lim Limits, t
 		}
 		var l v1.Layer
 		if pl.layerPath != "" {
-			l, err = prebuiltLayer(root, pl.layerPath, &budget{lim: lim}, tmpDir)
+			l, err = prebuiltLayer(root, pl.layerPath, &budget{lim: opts}, opts.TempDir)
 		} else {
-			l, err = spool(tmpDir, func(w io.Writer) error {
-				t := newTree(root, &budget{lim: lim})
+			l, err = spool(opts.TempDir, func(w io.Writer) error {
+				t := newTree(root, &budget{lim: opts})
 				for j, p := range pl.paths {
 					if err := t.addStorePath(p, pl.opts[j]); err != nil {
 						return err
@@ -278,46 +234,9 @@ func buildNix2Container(jsonPath, storeRoot string, prev v1.Image, lim Limits, t
 		return l, nil
 	})
 	if err != nil {
-		return nil, stats, err
+		return nil, Stats{}, err
 	}
-
-	recs := make([]layerRecord, len(layers))
-	history := make([]v1.History, len(layers))
-	for i, l := range layers {
-		rec, err := record(plan.layers[i].key, l)
-		if err != nil {
-			return nil, stats, err
-		}
-		recs[i] = rec
-		h := plan.layers[i].history
-		if h.Created.IsZero() {
-			h.Created = v1.Time{Time: plan.created}
-		}
-		if h.CreatedBy == "" {
-			h.CreatedBy = "herokunix: nix2container layer"
-		}
-		h.EmptyLayer = false
-		history[i] = h
-		stats.Layers++
-		if reused[i] {
-			stats.Reused++
-		} else {
-			stats.BuiltBytes += rec.Size
-		}
-	}
-	label, err := recordsLabel(recs)
-	if err != nil {
-		return nil, stats, err
-	}
-	cfg := v1.ConfigFile{Created: v1.Time{Time: plan.created}, Config: plan.config}
-	labels := make(map[string]string, len(cfg.Config.Labels)+1)
-	for k, v := range cfg.Config.Labels {
-		labels[k] = v
-	}
-	labels[LayersLabel] = label
-	cfg.Config.Labels = labels
-	img, err := assemble(cfg, layers, history)
-	return img, stats, err
+	return finish(v1.ConfigFile{Created: v1.Time{Time: plan.created}, Config: plan.config}, keys, layers, reused, history)
 }
 
 // prebuiltLayer reads a layer tarball (plain or gzip-compressed) from the

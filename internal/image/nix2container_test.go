@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/nix2container"
 )
 
 var (
@@ -126,7 +127,7 @@ func TestNix2ContainerImageHonoursPathOptions(t *testing.T) {
 
 func TestParseNix2ContainerRefusesBadInput(t *testing.T) {
 	good := n2cJSON("sha256:" + strings.Repeat("3", 64))
-	if _, err := parseNix2Container([]byte(good), DefaultLimits()); err != nil {
+	if _, err := parseNix2Container([]byte(good), DefaultOptions()); err != nil {
 		t.Fatalf("good JSON refused: %v", err)
 	}
 	for _, tc := range []struct {
@@ -150,14 +151,14 @@ func TestParseNix2ContainerRefusesBadInput(t *testing.T) {
 			if bad == good {
 				t.Fatal("test did not change the JSON")
 			}
-			_, err := parseNix2Container([]byte(bad), DefaultLimits())
+			_, err := parseNix2Container([]byte(bad), DefaultOptions())
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
 			}
 		})
 	}
 	t.Run("too many layers", func(t *testing.T) {
-		_, err := parseNix2Container([]byte(good), Limits{MaxLayers: 1})
+		_, err := parseNix2Container([]byte(good), Options{MaxLayers: 1})
 		if err == nil || !strings.Contains(err.Error(), "more than 1") {
 			t.Fatalf("error %v", err)
 		}
@@ -170,17 +171,28 @@ func TestNix2ContainerPrebuiltLayerIsChecked(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ws, artifact.StoreRoot, n2cTar), evil, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	_, err := FromNix2Container(filepath.Join(ws, "image.json"), filepath.Join(ws, artifact.StoreRoot), nil)
+	_, _, err := FromNix2Container(filepath.Join(ws, "image.json"), filepath.Join(ws, artifact.StoreRoot), Options{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "climbs out") {
 		t.Fatalf("error %v", err)
 	}
 }
 
+// FuzzParseNix2Container is the one fuzz target of nix2container's JSON.
 func FuzzParseNix2Container(f *testing.F) {
 	f.Add([]byte(n2cJSON("sha256:" + strings.Repeat("3", 64))))
 	f.Add([]byte(`{"version":1,"layers":[{"paths":[{"path":"/nix/store/00000000000000000000000000000000-x","options":{"perms":[{"regex":".*","mode":"7777"}]}}]}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		plan, err := parseNix2Container(data, Limits{MaxLayers: 16, MaxEntries: 1000, MaxBytes: 1 << 20})
+		// The build's view (nix2container.Parse, StorePaths) and the push's
+		// (the plan) of one document.
+		if doc, err := nix2container.Parse(data); err == nil {
+			paths, err := doc.StorePaths()
+			for _, p := range paths {
+				if err == nil && !artifact.IsStorePath(p) {
+					t.Fatalf("StorePaths listed %q", p)
+				}
+			}
+		}
+		plan, err := parseNix2Container(data, Options{MaxLayers: 16, MaxEntries: 1000, MaxBytes: 1 << 20})
 		if err != nil {
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,6 +73,8 @@ func push(ctx context.Context, images map[string]v1.Image, registryHost, app str
 
 // PushOptions tune PushWorkspace.
 type PushOptions struct {
+	// Options say how every process's image is made.
+	Options
 	// Remote are options for every registry request (auth, …). Set the
 	// transport with Transport: the push wraps it to count what it sends.
 	Remote []remote.Option
@@ -80,78 +83,52 @@ type PushOptions struct {
 	// Insecure reaches the registry over plain HTTP (local and test
 	// registries).
 	Insecure bool
-	// MaxLayers caps closure-mode layers (default DefaultMaxLayers).
-	MaxLayers int
-	// Limits bound the untrusted input read (zero fields: DefaultLimits).
-	Limits Limits
-	// TempDir holds compressed layers until they are pushed (default
-	// os.TempDir()).
-	TempDir string
 	// Progress, when set, receives one line per process type saying how
 	// its image was made.
 	Progress io.Writer
+	// Processes, when set, are the build request's process types: a
+	// manifest that lists any other set is refused, since the build that
+	// wrote it ran user code.
+	Processes []string
 }
 
 // PushWorkspace makes an image for every process of the build manifest in
 // workspace and pushes them all. For closure and nix2container outputs it
 // first fetches the process type's current image (<app>/<type>:latest; none
 // is fine) so that layers made from unchanged store paths are reused without
-// reading or compressing them again.
+// reading or compressing them again. A manifest saying Unchanged (a refresh
+// that found nothing new) pushes nothing and gives an Unchanged result.
 func PushWorkspace(ctx context.Context, workspace string, registryHost, app string, opts PushOptions) (*artifact.Result, error) {
 	m, err := artifact.ReadManifest(workspace)
 	if err != nil {
 		return nil, err
+	}
+	if m.Unchanged {
+		return &artifact.Result{Revision: m.Revision, LockedFlake: m.LockedFlake, Unchanged: true}, nil
+	}
+	if opts.Processes != nil {
+		if err := artifact.CheckProcessTypes("build manifest", m.Processes, opts.Processes); err != nil {
+			return nil, err
+		}
 	}
 	var nameOpts []name.Option
 	if opts.Insecure {
 		nameOpts = append(nameOpts, name.Insecure)
 	}
 	ropts := append(slices.Clone(opts.Remote), remote.WithContext(ctx))
-	storeRoot := filepath.Join(workspace, artifact.StoreRoot)
 	images := make(map[string]v1.Image, len(m.Processes))
-	types := make([]string, 0, len(m.Processes))
-	for pt := range m.Processes {
-		types = append(types, pt)
-	}
-	slices.Sort(types)
-	for _, pt := range types {
+	for _, pt := range slices.Sorted(maps.Keys(m.Processes)) {
 		p := m.Processes[pt]
 		ref, err := reference(registryHost, app, pt, nameOpts)
 		if err != nil {
 			return nil, err
 		}
-		var (
-			img   v1.Image
-			stats buildStats
-		)
-		switch p.Kind {
-		case artifact.KindDockerArchive:
-			if p.Archive == "" {
-				return nil, fmt.Errorf("process %q: docker-archive output names no archive", pt)
-			}
-			var archive string
-			if archive, err = workspaceFile(workspace, p.Archive); err == nil {
-				img, err = readDockerArchiveFile(archive, opts.Limits, opts.TempDir)
-			}
-		case artifact.KindNix2Container, artifact.KindClosure:
-			prev, perr := previous(ref, ropts)
-			if perr != nil {
-				return nil, fmt.Errorf("process %q: %w", pt, perr)
-			}
-			if p.Kind == artifact.KindClosure {
-				img, stats, err = buildClosure(storeRoot, p.Closure, p.OutPath, p.Command, ClosureOptions{MaxLayers: opts.MaxLayers, TempDir: opts.TempDir}, prev)
-			} else {
-				if p.Nix2ContainerJSON == "" {
-					return nil, fmt.Errorf("process %q: nix2container output names no image JSON", pt)
-				}
-				var doc string
-				if doc, err = workspaceFile(workspace, p.Nix2ContainerJSON); err == nil {
-					img, stats, err = buildNix2Container(doc, storeRoot, prev, opts.Limits, opts.TempDir)
-				}
-			}
-		default:
+		from, ok := sources[p.Kind]
+		if !ok {
 			return nil, fmt.Errorf("process %q: unknown output kind %q", pt, p.Kind)
 		}
+		current := func() (v1.Image, error) { return previous(ref, ropts) }
+		img, stats, err := from(workspace, p, opts.Options, current)
 		if err != nil {
 			return nil, fmt.Errorf("process %q: %w", pt, err)
 		}
@@ -176,6 +153,53 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 	}
 	return &artifact.Result{Revision: m.Revision, LockedFlake: m.LockedFlake, Images: pushed,
 		PushedBytes: counted.uploaded.Load(), SkippedBlobs: int(counted.present.Load())}, nil
+}
+
+// source makes the image of one process from what the build left in
+// workspace. current fetches the image the process type runs now (nil if
+// none), for the kinds that reuse its layers.
+type source func(workspace string, p artifact.ProcessOutput, opts Options, current func() (v1.Image, error)) (v1.Image, Stats, error)
+
+// sources has one source per output kind.
+var sources = map[artifact.Kind]source{
+	artifact.KindDockerArchive: fromDockerArchiveOutput,
+	artifact.KindNix2Container: fromNix2ContainerOutput,
+	artifact.KindClosure:       fromClosureOutput,
+}
+
+func fromDockerArchiveOutput(workspace string, p artifact.ProcessOutput, opts Options, _ func() (v1.Image, error)) (v1.Image, Stats, error) {
+	if p.Archive == "" {
+		return nil, Stats{}, errors.New("docker-archive output names no archive")
+	}
+	archive, err := workspaceFile(workspace, p.Archive)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	img, err := FromDockerArchive(archive, opts)
+	return img, Stats{}, err
+}
+
+func fromNix2ContainerOutput(workspace string, p artifact.ProcessOutput, opts Options, current func() (v1.Image, error)) (v1.Image, Stats, error) {
+	if p.Nix2ContainerJSON == "" {
+		return nil, Stats{}, errors.New("nix2container output names no image JSON")
+	}
+	prev, err := current()
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	doc, err := workspaceFile(workspace, p.Nix2ContainerJSON)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	return FromNix2Container(doc, filepath.Join(workspace, artifact.StoreRoot), opts, prev)
+}
+
+func fromClosureOutput(workspace string, p artifact.ProcessOutput, opts Options, current func() (v1.Image, error)) (v1.Image, Stats, error) {
+	prev, err := current()
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	return FromClosure(filepath.Join(workspace, artifact.StoreRoot), p.Closure, p.OutPath, p.Command, opts, prev)
 }
 
 // countingTransport counts what a push uploads (blob bytes) and which blobs

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,7 +98,7 @@ func TestSecondPushUploadsOnlyTheChangedStorePathAndDoesNotReadTheOthers(t *test
 	}
 
 	// The changed layer is the one a fresh build of the same tree makes.
-	fresh, err := FromClosure(filepath.Join(ws2, artifact.StoreRoot), closure2[2:3], closure2[2].Path, []string{"x"}, ClosureOptions{}, nil)
+	fresh, _, err := FromClosure(filepath.Join(ws2, artifact.StoreRoot), closure2[2:3], closure2[2].Path, []string{"x"}, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +112,7 @@ func TestALayerTheRegistryLostIsBuiltAgain(t *testing.T) {
 	r := newTestRegistry(t)
 	ws, closure := closureWorkspace(t, 3, map[int]string{})
 	root := filepath.Join(ws, artifact.StoreRoot)
-	img, err := FromClosure(root, closure, closure[0].Path, nil, ClosureOptions{}, nil)
+	img, _, err := FromClosure(root, closure, closure[0].Path, nil, Options{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestALayerTheRegistryLostIsBuiltAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next, stats, err := buildClosure(root, closure, closure[0].Path, nil, ClosureOptions{}, prev)
+	next, stats, err := FromClosure(root, closure, closure[0].Path, nil, Options{}, prev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,4 +164,36 @@ func sameSet(a, b []string) bool {
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(a, b)
+}
+
+// Every input kind honours the push's limits: a closure over them is refused
+// like an archive over them would be.
+func TestPushWorkspaceHoldsClosuresToTheLimits(t *testing.T) {
+	r := newTestRegistry(t)
+	for name, opts := range map[string]Options{
+		"bytes":   {MaxBytes: 100},
+		"entries": {MaxEntries: 1},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ws, _ := closureWorkspace(t, 2, map[int]string{})
+			_, err := PushWorkspace(t.Context(), ws, r.host, "limits-app", PushOptions{Options: opts})
+			if !errors.Is(err, errTooBig) {
+				t.Fatalf("error %v, want one saying the input is too large", err)
+			}
+		})
+	}
+	t.Run("layers", func(t *testing.T) {
+		ws, _ := closureWorkspace(t, 4, map[int]string{})
+		res, err := PushWorkspace(t.Context(), ws, r.host, "layers-app", PushOptions{Options: Options{MaxLayers: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := remote.Image(mustRef(t, r.host+"/layers-app/web:latest"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if layers, _ := img.Layers(); len(layers) != 2 {
+			t.Errorf("image has %d layers, want MaxLayers = 2 (result %+v)", len(layers), res)
+		}
+	})
 }

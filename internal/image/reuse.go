@@ -32,6 +32,22 @@ type layerRecord struct {
 	Size   int64  `json:"size"`
 }
 
+func record(key string, l v1.Layer) (layerRecord, error) {
+	d, err := l.Digest()
+	if err != nil {
+		return layerRecord{}, err
+	}
+	diffID, err := l.DiffID()
+	if err != nil {
+		return layerRecord{}, err
+	}
+	size, err := l.Size()
+	if err != nil {
+		return layerRecord{}, err
+	}
+	return layerRecord{Key: key, DiffID: diffID.String(), Digest: d.String(), Size: size}, nil
+}
+
 func recordsLabel(recs []layerRecord) (string, error) {
 	b, err := json.Marshal(recs)
 	if err != nil {

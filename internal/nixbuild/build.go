@@ -2,32 +2,20 @@ package nixbuild
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strings"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 )
-
-// Process is one Heroku process type to build.
-type Process struct {
-	// Attribute is the flake attribute to build, e.g. "packages.x86_64-linux.web".
-	Attribute string
-	// Command is the process's command, recorded in the manifest. Closure
-	// mode needs one; without it the package's only program in bin/ is used.
-	Command []string
-	// Kind overrides detection when set.
-	Kind artifact.Kind
-}
-
-// Request is a flake and the processes to build from it.
-type Request struct {
-	Flake     string
-	Processes map[string]Process
-}
 
 // flakeMetadata is the part of `nix flake metadata --json` we use.
 type flakeMetadata struct {
@@ -42,16 +30,16 @@ type flakeMetadata struct {
 
 // Resolve locks flakeRef with `nix flake metadata --json` and returns the
 // locked ref (to build from) and, for version-controlled sources, the revision.
-func Resolve(ctx context.Context, opts Options, flakeRef string) (lockedURL, rev string, err error) {
+func Resolve(ctx context.Context, n Nix, flakeRef string) (lockedURL, rev string, err error) {
 	if err := ValidateFlakeRef(flakeRef); err != nil {
 		return "", "", err
 	}
-	ctx, cancel := opts.withTimeout(ctx)
+	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
-	return opts.resolve(ctx, flakeRef)
+	return n.resolve(ctx, flakeRef)
 }
 
-func (o Options) resolve(ctx context.Context, flakeRef string) (string, string, error) {
+func (o Nix) resolve(ctx context.Context, flakeRef string) (string, string, error) {
 	out, err := o.nix(ctx, "nix flake metadata", "flake", "metadata", "--json", flakeRef)
 	if err != nil {
 		return "", "", err
@@ -70,13 +58,18 @@ func (o Options) resolve(ctx context.Context, flakeRef string) (string, string, 
 	return locked, md.Locked.Rev, nil
 }
 
-// Run resolves req.Flake, builds every process's attribute from the locked
-// ref, exports each output into workspace (created if missing) in the form
-// its kind needs, and writes the manifest there.
+// Run resolves req.Flake and, unless it still locks to req.SkipIfRevision
+// (then it writes a manifest saying Unchanged and builds nothing), builds
+// every process's attribute from the locked ref, exports each output into
+// workspace (created if missing) in the form its kind needs, and writes the
+// manifest there. req's substituters and keys are used besides n's.
+//
+// The manifest's revision is the flake's rev, or for sources without one
+// (path:, tarballs) the hex form of the locked ref's narHash.
 //
 // Request validation errors come back before Nix runs. A Nix failure is a
 // *NixError; a timeout or cancellation wraps the context's error.
-func Run(ctx context.Context, opts Options, req Request, workspace string) (*artifact.Manifest, error) {
+func Run(ctx context.Context, n Nix, req artifact.BuildRequest, workspace string) (*artifact.Manifest, error) {
 	if err := validateRequest(req); err != nil {
 		return nil, err
 	}
@@ -87,12 +80,22 @@ func Run(ctx context.Context, opts Options, req Request, workspace string) (*art
 	if err := os.MkdirAll(ws, 0o755); err != nil {
 		return nil, fmt.Errorf("creating workspace: %w", err)
 	}
-	ctx, cancel := opts.withTimeout(ctx)
+	n.Substituters = append(slices.Clone(n.Substituters), req.Substituters...)
+	n.TrustedPublicKeys = append(slices.Clone(n.TrustedPublicKeys), req.TrustedPublicKeys...)
+	ctx, cancel := n.withTimeout(ctx)
 	defer cancel()
 
-	locked, rev, err := opts.resolve(ctx, req.Flake)
+	locked, rev, err := n.resolve(ctx, req.Flake)
 	if err != nil {
 		return nil, err
+	}
+	if req.SkipIfRevision != "" && rev == req.SkipIfRevision {
+		m := &artifact.Manifest{Revision: rev, LockedFlake: locked, Unchanged: true}
+		return m, artifact.WriteManifest(ws, m)
+	}
+	if rev == "" {
+		// Sources without a rev (path:, tarballs) are identified by content.
+		rev = narHashRevision(locked)
 	}
 	m := &artifact.Manifest{
 		Revision:    rev,
@@ -100,23 +103,18 @@ func Run(ctx context.Context, opts Options, req Request, workspace string) (*art
 		Processes:   make(map[string]artifact.ProcessOutput, len(req.Processes)),
 	}
 	// Build each distinct attribute once, in a stable order.
-	names := make([]string, 0, len(req.Processes))
-	for name := range req.Processes {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	built := map[string]string{}
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(req.Processes)) {
 		p := req.Processes[name]
 		out, ok := built[p.Attribute]
 		if !ok {
-			out, err = opts.build(ctx, locked, p.Attribute)
+			out, err = n.build(ctx, locked, p.Attribute)
 			if err != nil {
 				return nil, fmt.Errorf("process %q: %w", name, err)
 			}
 			built[p.Attribute] = out
 		}
-		po, err := opts.export(ctx, ws, name, p, out)
+		po, err := n.export(ctx, ws, name, p, out)
 		if err != nil {
 			return nil, fmt.Errorf("process %q (%s): %w", name, out, err)
 		}
@@ -128,7 +126,26 @@ func Run(ctx context.Context, opts Options, req Request, workspace string) (*art
 	return m, nil
 }
 
-func validateRequest(req Request) error {
+// narHashRevision is the hex form of a locked ref's narHash
+// (sha256-<base64>), or "" when it has none.
+func narHashRevision(locked string) string {
+	_, query, _ := strings.Cut(locked, "?")
+	v, err := url.ParseQuery(query)
+	if err != nil {
+		return ""
+	}
+	sri, ok := strings.CutPrefix(v.Get("narHash"), "sha256-")
+	if !ok {
+		return ""
+	}
+	sum, err := base64.StdEncoding.DecodeString(sri)
+	if err != nil {
+		return ""
+	}
+	return hex.EncodeToString(sum)
+}
+
+func validateRequest(req artifact.BuildRequest) error {
 	if err := ValidateFlakeRef(req.Flake); err != nil {
 		return err
 	}
@@ -136,7 +153,7 @@ func validateRequest(req Request) error {
 		return errors.New("no processes to build")
 	}
 	for name, p := range req.Processes {
-		if err := validateProcessName(name); err != nil {
+		if err := artifact.ValidateProcessType(name); err != nil {
 			return err
 		}
 		if err := ValidateAttribute(p.Attribute); err != nil {
@@ -159,7 +176,7 @@ type buildResult struct {
 
 // build builds locked#attr and returns its output path ("out", or the only
 // output if it has another name).
-func (o Options) build(ctx context.Context, locked, attr string) (string, error) {
+func (o Nix) build(ctx context.Context, locked, attr string) (string, error) {
 	installable := locked + "#" + attr
 	out, err := o.nix(ctx, "nix build "+installable,
 		"build", "--json", "--no-link", "--print-build-logs", installable)

@@ -50,7 +50,7 @@ func copyStorePath(src, dst string) error {
 		return err
 	}
 	tmp := dst + ".partial"
-	if err := removeAllWritable(tmp); err != nil {
+	if err := RemoveAllWritable(tmp); err != nil {
 		return err
 	}
 	// Directories are made writable while filling them and get their mode
@@ -93,7 +93,7 @@ func copyStorePath(src, dst string) error {
 		return nil
 	})
 	if err != nil {
-		_ = removeAllWritable(tmp)
+		_ = RemoveAllWritable(tmp)
 		return err
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
@@ -104,9 +104,10 @@ func copyStorePath(src, dst string) error {
 	return os.Rename(tmp, dst)
 }
 
-// removeAllWritable removes path like os.RemoveAll, first making its
-// directories writable (store paths are read-only).
-func removeAllWritable(path string) error {
+// RemoveAllWritable removes path like os.RemoveAll, first making its
+// directories writable: store paths copied into a workspace are read-only,
+// so a workspace is removed with this.
+func RemoveAllWritable(path string) error {
 	if _, err := os.Lstat(path); os.IsNotExist(err) {
 		return nil
 	}

@@ -3,16 +3,15 @@ package nixbuild
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/nix2container"
 )
 
 // outputType is what detection found a build output to be.
@@ -24,9 +23,6 @@ const (
 	outputStream                          // an executable script that streams a docker-archive
 	outputNix2Container                   // nix2container's image JSON
 )
-
-// maxImageJSON bounds a nix2container JSON file we are willing to read.
-const maxImageJSON = 64 << 20
 
 // detected is the result of looking at a build output.
 type detected struct {
@@ -55,97 +51,36 @@ func detect(path string) (detected, error) {
 	}
 	head = head[:n]
 	switch {
-	case bytes.HasPrefix(head, []byte{0x1f, 0x8b}):
+	case artifact.IsGzip(head):
 		return detected{typ: outputArchive, gzip: true}, nil
-	case isTar(head):
+	case artifact.IsTar(head):
 		return detected{typ: outputArchive}, nil
 	case bytes.HasPrefix(head, []byte("#!")) && fi.Mode().Perm()&0o111 != 0:
 		return detected{typ: outputStream}, nil
-	case bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("{")) && fi.Size() <= maxImageJSON:
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return detected{}, err
-		}
-		if _, err := parseNix2Container(b); err == nil {
+	case bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("{")) && fi.Size() <= nix2container.MaxSize:
+		if _, _, err := readNix2Container(path); err == nil {
 			return detected{typ: outputNix2Container}, nil
 		}
 	}
 	return detected{typ: outputPackage}, nil
 }
 
-// isTar reports whether head starts a ustar (POSIX or GNU) tar archive.
-func isTar(head []byte) bool {
-	return len(head) >= 262 && string(head[257:262]) == "ustar"
-}
-
-// nix2containerImage is the part of nix2container's JSON we need.
-type nix2containerImage struct {
-	Version     *int            `json:"version"`
-	ImageConfig json.RawMessage `json:"image-config"`
-	Layers      []struct {
-		Paths []struct {
-			Path string `json:"path"`
-		} `json:"paths"`
-		LayerPath string `json:"layer-path"`
-	} `json:"layers"`
-}
-
-// parseNix2Container parses nix2container image JSON (format version 1) and
-// returns the store paths its layers need: every listed path and every
-// prebuilt layer tarball, sorted and without duplicates.
-func parseNix2Container(b []byte) ([]string, error) {
-	var img nix2containerImage
-	if err := json.Unmarshal(b, &img); err != nil {
-		return nil, fmt.Errorf("parsing nix2container JSON: %w", err)
+// readNix2Container reads nix2container image JSON and the store paths its
+// layers need.
+func readNix2Container(path string) ([]byte, []string, error) {
+	img, b, err := nix2container.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
 	}
-	if img.Version == nil || *img.Version != 1 {
-		return nil, errors.New("not nix2container JSON: no \"version\": 1")
+	paths, err := img.StorePaths()
+	if err != nil {
+		return nil, nil, err
 	}
-	if img.ImageConfig == nil && img.Layers == nil {
-		return nil, errors.New("not nix2container JSON: no \"image-config\" or \"layers\"")
-	}
-	seen := map[string]bool{}
-	var paths []string
-	add := func(p string) error {
-		sp, ok := storePathOf(p)
-		if !ok {
-			return fmt.Errorf("nix2container JSON lists %q, which is not in the Nix store", p)
-		}
-		if !seen[sp] {
-			seen[sp] = true
-			paths = append(paths, sp)
-		}
-		return nil
-	}
-	for _, l := range img.Layers {
-		for _, p := range l.Paths {
-			if err := add(p.Path); err != nil {
-				return nil, err
-			}
-		}
-		if l.LayerPath != "" {
-			if err := add(l.LayerPath); err != nil {
-				return nil, err
-			}
-		}
-	}
-	sort.Strings(paths)
-	return paths, nil
-}
-
-// storePathOf returns the top-level store path that p is in.
-func storePathOf(p string) (string, bool) {
-	const store = "/nix/store/"
-	if !strings.HasPrefix(p, store) || filepath.Clean(p) != strings.TrimSuffix(p, "/") {
-		return "", false
-	}
-	name, _, _ := strings.Cut(p[len(store):], "/")
-	sp := store + name
-	return sp, artifact.IsStorePath(sp)
+	return b, paths, nil
 }
 
 // export puts what the push needs for one process into the workspace.
-func (o Options) export(ctx context.Context, ws, name string, p Process, out string) (*artifact.ProcessOutput, error) {
+func (o Nix) export(ctx context.Context, ws, name string, p artifact.BuildProcess, out string) (*artifact.ProcessOutput, error) {
 	det, err := detect(out)
 	if err != nil {
 		return nil, fmt.Errorf("inspecting build output: %w", err)
@@ -186,11 +121,8 @@ func (o Options) export(ctx context.Context, ws, name string, p Process, out str
 		po.Nix2ContainerJSON = name + ".json"
 		po.Closure, err = o.exportNix2Container(ctx, ws, out, filepath.Join(ws, po.Nix2ContainerJSON))
 	case artifact.KindClosure:
-		if len(po.Command) == 0 {
-			if po.Command, err = defaultCommand(out); err != nil {
-				return nil, err
-			}
-		}
+		// A process without a command gets the package's only program,
+		// worked out where the image is made (image.FromClosure).
 		po.Closure, err = o.exportClosure(ctx, ws, []string{out})
 	}
 	if err != nil {
@@ -199,19 +131,9 @@ func (o Options) export(ctx context.Context, ws, name string, p Process, out str
 	return po, nil
 }
 
-// defaultCommand is the command of a closure-mode process that names none:
-// the package's only executable in bin/.
-func defaultCommand(out string) ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(out, "bin"))
-	if err == nil && len(entries) == 1 {
-		return []string{filepath.Join(out, "bin", entries[0].Name())}, nil
-	}
-	return nil, fmt.Errorf("no command given, and %s/bin does not hold exactly one program to default to", out)
-}
-
 // runStream runs a streamLayeredImage script (directly, no shell) with its
 // stdout in dst, and checks that what it wrote is a tar archive.
-func (o Options) runStream(ctx context.Context, script, dst string) error {
+func (o Nix) runStream(ctx context.Context, script, dst string) error {
 	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
@@ -235,19 +157,8 @@ func (o Options) runStream(ctx context.Context, script, dst string) error {
 
 // exportNix2Container copies the image JSON to dst and the closure of every
 // store path its layers use into the workspace.
-func (o Options) exportNix2Container(ctx context.Context, ws, out, dst string) ([]artifact.StorePath, error) {
-	fi, err := os.Stat(out)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() || fi.Size() > maxImageJSON {
-		return nil, fmt.Errorf("output is not a nix2container JSON file of at most %d bytes", maxImageJSON)
-	}
-	b, err := os.ReadFile(out)
-	if err != nil {
-		return nil, err
-	}
-	paths, err := parseNix2Container(b)
+func (o Nix) exportNix2Container(ctx context.Context, ws, out, dst string) ([]artifact.StorePath, error) {
+	b, paths, err := readNix2Container(out)
 	if err != nil {
 		return nil, err
 	}
@@ -263,7 +174,7 @@ func (o Options) exportNix2Container(ctx context.Context, ws, out, dst string) (
 // exportClosure lists the closure of roots with sizes and copies it under
 // <ws>/root/nix/store: with `nix copy`, then a plain file copy of whatever
 // that did not leave there.
-func (o Options) exportClosure(ctx context.Context, ws string, roots []string) ([]artifact.StorePath, error) {
+func (o Nix) exportClosure(ctx context.Context, ws string, roots []string) ([]artifact.StorePath, error) {
 	args := append([]string{"path-info", "--recursive", "--json"}, roots...)
 	out, err := o.nix(ctx, "nix path-info", args...)
 	if err != nil {

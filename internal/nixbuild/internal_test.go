@@ -172,31 +172,6 @@ func TestDetect(t *testing.T) {
 	}
 }
 
-func TestParseNix2ContainerListsTheStorePathsOfItsLayers(t *testing.T) {
-	b := fmt.Sprintf(`{"version":1,"image-config":{"Entrypoint":["%[1]s/bin/x"]},"layers":[
-		{"paths":[{"path":%[2]q},{"path":%[3]q,"options":{"perms":[]}}]},
-		{"paths":[{"path":%[1]q}],"layer-path":%[4]q}]}`,
-		storeB, storeB+"/bin", storeA, storeA+"/layer.tar")
-	got, err := parseNix2Container([]byte(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{storeA, storeB}; !slices.Equal(got, want) {
-		t.Errorf("got %v, want %v", got, want)
-	}
-	for _, bad := range []string{
-		`{"version":1,"layers":[{"paths":[{"path":"/etc"}]}]}`,
-		`{"version":1,"layers":[{"paths":[{"path":"` + storeA + `/../../etc"}]}]}`,
-		`{"version":1,"layers":[{"layer-path":"/tmp/layer.tar"}]}`,
-		`{"version":1}`,
-		`{"layers":[]}`,
-	} {
-		if _, err := parseNix2Container([]byte(bad)); err == nil {
-			t.Errorf("accepted %s", bad)
-		}
-	}
-}
-
 func TestTailKeepsTheLastLines(t *testing.T) {
 	var tb tailBuffer
 	for i := range 5000 {
@@ -222,10 +197,10 @@ func TestCopyStorePathKeepsSymlinksAndModes(t *testing.T) {
 	os.Symlink(storeA, filepath.Join(src, "dep"))
 	os.Chmod(filepath.Join(src, "bin"), 0o555)
 	os.Chmod(src, 0o555)
-	t.Cleanup(func() { removeAllWritable(src) })
+	t.Cleanup(func() { RemoveAllWritable(src) })
 
 	dst := filepath.Join(t.TempDir(), "root", "nix", "store", "pkg")
-	t.Cleanup(func() { removeAllWritable(dst) })
+	t.Cleanup(func() { RemoveAllWritable(dst) })
 	if err := copyStorePath(src, dst); err != nil {
 		t.Fatal(err)
 	}
@@ -256,15 +231,15 @@ func TestCopyStorePathKeepsSymlinksAndModes(t *testing.T) {
 
 func TestGlobalArgs(t *testing.T) {
 	for _, tc := range []struct {
-		opts Options
+		opts Nix
 		want []string
 	}{
-		{Options{Offline: true, Substituters: []string{"https://c"}},
+		{Nix{Offline: true, Substituters: []string{"https://c"}},
 			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "sandbox", "false", "--option", "substituters", ""}},
-		{Options{Substituters: []string{"https://a", "https://b"}, TrustedPublicKeys: []string{"a:1"}},
+		{Nix{Substituters: []string{"https://a", "https://b"}, TrustedPublicKeys: []string{"a:1"}},
 			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "sandbox", "false",
 				"--option", "extra-substituters", "https://a https://b", "--option", "extra-trusted-public-keys", "a:1"}},
-		{Options{Sandbox: true, Offline: true},
+		{Nix{Sandbox: true, Offline: true},
 			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""}},
 	} {
 		if got := tc.opts.globalArgs(); !slices.Equal(got, tc.want) {
@@ -277,7 +252,7 @@ func TestNixGetsNoCredentialsFromTheEnvironment(t *testing.T) {
 	t.Setenv("HEROKU_API_KEY", "secret")
 	t.Setenv("KUBECONFIG", "/root/.kube/config")
 	t.Setenv("NIX_REMOTE", "daemon")
-	env := Options{NixConfFile: "/etc/extra.conf"}.env()
+	env := Nix{NixConfFile: "/etc/extra.conf"}.env()
 	for _, kv := range env {
 		if strings.HasPrefix(kv, "HEROKU_API_KEY=") || strings.HasPrefix(kv, "KUBECONFIG=") {
 			t.Errorf("Nix would see %s", kv)

@@ -20,8 +20,9 @@ import (
 	"time"
 )
 
-// Options says how to run Nix.
-type Options struct {
+// Nix runs Nix: which binary, with which caches and settings. Its zero
+// value runs the nix on PATH with the configured caches.
+type Nix struct {
 	// Nix is the nix binary; "nix" (looked up in PATH) if empty.
 	Nix string
 	// Substituters and TrustedPublicKeys are binary caches used in addition
@@ -75,7 +76,7 @@ func (e *NixError) Unwrap() error { return e.Err }
 // SIGTERM before it is killed.
 const waitDelay = 10 * time.Second
 
-func (o Options) nixBinary() string {
+func (o Nix) nixBinary() string {
 	if o.Nix != "" {
 		return o.Nix
 	}
@@ -83,7 +84,7 @@ func (o Options) nixBinary() string {
 }
 
 // globalArgs are the arguments that come before every Nix subcommand.
-func (o Options) globalArgs() []string {
+func (o Nix) globalArgs() []string {
 	args := []string{"--extra-experimental-features", "nix-command flakes"}
 	if !o.Sandbox {
 		// The sandbox needs privileges (namespaces, mounts) pods lack.
@@ -112,7 +113,7 @@ var passedEnv = map[string]bool{
 	"http_proxy": true, "https_proxy": true, "no_proxy": true, "HTTP_PROXY": true, "HTTPS_PROXY": true, "NO_PROXY": true,
 }
 
-func (o Options) env() []string {
+func (o Nix) env() []string {
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -127,7 +128,7 @@ func (o Options) env() []string {
 }
 
 // withTimeout applies o.Timeout to ctx.
-func (o Options) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+func (o Nix) withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if o.Timeout > 0 {
 		return context.WithTimeout(ctx, o.Timeout)
 	}
@@ -135,7 +136,7 @@ func (o Options) withTimeout(ctx context.Context) (context.Context, context.Canc
 }
 
 // nix runs `nix <global args> <args...>` and returns its stdout.
-func (o Options) nix(ctx context.Context, op string, args ...string) ([]byte, error) {
+func (o Nix) nix(ctx context.Context, op string, args ...string) ([]byte, error) {
 	var stdout bytes.Buffer
 	full := append(o.globalArgs(), args...)
 	if err := o.run(ctx, op, o.nixBinary(), full, &stdout); err != nil {
@@ -146,7 +147,7 @@ func (o Options) nix(ctx context.Context, op string, args ...string) ([]byte, er
 
 // run executes name with args (no shell), stdout to out, stderr to a tail
 // buffer and o.Stderr. A failure is a *NixError.
-func (o Options) run(ctx context.Context, op, name string, args []string, out io.Writer) error {
+func (o Nix) run(ctx context.Context, op, name string, args []string, out io.Writer) error {
 	if err := ctx.Err(); err != nil {
 		return &NixError{Op: op, Err: err}
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,18 +19,20 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 const pkgs = "packages.x86_64-linux."
 
 // nixOptions returns options for an offline build with the Nix on PATH,
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
-func nixOptions(t *testing.T) nixbuild.Options {
+func nixOptions(t *testing.T) nixbuild.Nix {
 	t.Helper()
-	fixtures.RequireNix(t)
-	opts := nixbuild.Options{Offline: true}
+	fixturestest.RequireNix(t)
+	opts := nixbuild.Nix{Offline: true}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr
 	}
@@ -38,7 +41,7 @@ func nixOptions(t *testing.T) nixbuild.Options {
 
 func TestResolveReturnsALockedRef(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	locked, rev, err := nixbuild.Resolve(t.Context(), opts, ref)
 	if err != nil {
@@ -54,13 +57,13 @@ func TestResolveReturnsALockedRef(t *testing.T) {
 
 func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	ws := t.TempDir()
 
 	start := time.Now()
-	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake: ref,
-		Processes: map[string]nixbuild.Process{
+		Processes: map[string]artifact.BuildProcess{
 			"web":    {Attribute: pkgs + "server"},
 			"worker": {Attribute: pkgs + "default", Command: []string{"server", "--worker"}},
 		},
@@ -78,8 +81,21 @@ func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 	if web.Kind != artifact.KindClosure {
 		t.Fatalf("web kind = %q, want %q", web.Kind, artifact.KindClosure)
 	}
-	if want := []string{web.OutPath + "/bin/server"}; !slices.Equal(web.Command, want) {
-		t.Errorf("web command = %q, want the package's only program %q", web.Command, want)
+	// The manifest records the spec's command as given; the image made from
+	// it runs the package's only program (the default lives in image alone).
+	if len(web.Command) != 0 {
+		t.Errorf("web command = %q, want none recorded", web.Command)
+	}
+	img, _, err := image.FromClosure(filepath.Join(ws, artifact.StoreRoot), web.Closure, web.OutPath, web.Command, image.Options{TempDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{web.OutPath + "/bin/server"}; !slices.Equal(cfg.Config.Entrypoint, want) {
+		t.Errorf("web entrypoint = %q, want the package's only program %q", cfg.Config.Entrypoint, want)
 	}
 	worker := m.Processes["worker"]
 	if worker.OutPath != web.OutPath || !slices.Equal(worker.Command, []string{"server", "--worker"}) {
@@ -110,12 +126,12 @@ func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 
 func TestRunExportsDockerArchives(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.DockerArchive)
+	ref := fixturestest.Prepare(t, fixtures.DockerArchive)
 	ws := t.TempDir()
 
-	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake: ref,
-		Processes: map[string]nixbuild.Process{
+		Processes: map[string]artifact.BuildProcess{
 			"web":    {Attribute: pkgs + "image"},
 			"worker": {Attribute: pkgs + "gzipped"},
 			"stream": {Attribute: pkgs + "stream"},
@@ -181,12 +197,12 @@ func TestRunExportsDockerArchives(t *testing.T) {
 
 func TestRunExportsNix2ContainerJSONAndItsClosure(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Nix2Container)
+	ref := fixturestest.Prepare(t, fixtures.Nix2Container)
 	ws := t.TempDir()
 
-	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "default"}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "default"}},
 	}, ws)
 	if err != nil {
 		t.Fatal(err)
@@ -225,11 +241,11 @@ func TestRunExportsNix2ContainerJSONAndItsClosure(t *testing.T) {
 
 func TestRunHonoursAStatedKind(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.DockerArchive)
+	ref := fixturestest.Prepare(t, fixtures.DockerArchive)
 
-	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake: ref,
-		Processes: map[string]nixbuild.Process{
+		Processes: map[string]artifact.BuildProcess{
 			"web": {Attribute: pkgs + "stream", Kind: artifact.KindClosure, Command: []string{"/bin/true"}},
 		},
 	}, t.TempDir())
@@ -240,9 +256,9 @@ func TestRunHonoursAStatedKind(t *testing.T) {
 		t.Errorf("web = %+v, want the script and its tarball in closure mode", got)
 	}
 
-	_, err = nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	_, err = nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "image", Kind: artifact.KindNix2Container}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "image", Kind: artifact.KindNix2Container}},
 	}, t.TempDir())
 	if err == nil || !strings.Contains(err.Error(), "nix2container") {
 		t.Errorf("a tarball stated to be nix2container JSON: err = %v, want a refusal", err)
@@ -251,11 +267,11 @@ func TestRunHonoursAStatedKind(t *testing.T) {
 
 func TestRunReportsTheTailOfNixOutputForAMissingAttribute(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
-	_, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	_, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "no-such-package"}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "no-such-package"}},
 	}, t.TempDir())
 	var nixErr *nixbuild.NixError
 	if !errors.As(err, &nixErr) {
@@ -275,9 +291,9 @@ func TestRunReportsAFailingBuilder(t *testing.T) {
 		name = "herokunix-failing"; system = "x86_64-linux"; builder = "/bin/sh";
 		args = [ "-c" "i=0; while [ $i -lt 30 ]; do echo log line $i; i=$((i+1)); done; exit 3" ];
 	}`)
-	_, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	_, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     "path:" + dir,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "default"}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "default"}},
 	}, t.TempDir())
 	var nixErr *nixbuild.NixError
 	if !errors.As(err, &nixErr) {
@@ -293,24 +309,24 @@ func TestRunReportsAFailingBuilder(t *testing.T) {
 
 func TestRunRefusesBadInputBeforeRunningNix(t *testing.T) {
 	// A Nix that cannot run: any attempt would be an exec error in a *NixError.
-	opts := nixbuild.Options{Nix: filepath.Join(t.TempDir(), "no-nix-here")}
-	ok := nixbuild.Process{Attribute: "packages.x86_64-linux.default"}
+	opts := nixbuild.Nix{Nix: filepath.Join(t.TempDir(), "no-nix-here")}
+	ok := artifact.BuildProcess{Attribute: "packages.x86_64-linux.default"}
 	for _, tc := range []struct {
 		name string
-		req  nixbuild.Request
+		req  artifact.BuildRequest
 	}{
-		{"a flake ref with a space", nixbuild.Request{Flake: "path:/tmp/a b", Processes: map[string]nixbuild.Process{"web": ok}}},
-		{"an empty flake ref", nixbuild.Request{Flake: "", Processes: map[string]nixbuild.Process{"web": ok}}},
-		{"a flake ref that is an option", nixbuild.Request{Flake: "--impure", Processes: map[string]nixbuild.Process{"web": ok}}},
-		{"a flake ref with a newline", nixbuild.Request{Flake: "github:a/b\n", Processes: map[string]nixbuild.Process{"web": ok}}},
-		{"a flake ref with an attribute", nixbuild.Request{Flake: "github:a/b#c", Processes: map[string]nixbuild.Process{"web": ok}}},
-		{"a flake ref that is too long", nixbuild.Request{Flake: "github:" + strings.Repeat("a", 1100), Processes: map[string]nixbuild.Process{"web": ok}}},
-		{"an attribute starting with '-'", nixbuild.Request{Flake: "github:a/b", Processes: map[string]nixbuild.Process{"web": {Attribute: "--option"}}}},
-		{"an attribute with a tab", nixbuild.Request{Flake: "github:a/b", Processes: map[string]nixbuild.Process{"web": {Attribute: "a\tb"}}}},
-		{"an empty attribute", nixbuild.Request{Flake: "github:a/b", Processes: map[string]nixbuild.Process{"web": {}}}},
-		{"a process name that is a path", nixbuild.Request{Flake: "github:a/b", Processes: map[string]nixbuild.Process{"../web": ok}}},
-		{"an unknown kind", nixbuild.Request{Flake: "github:a/b", Processes: map[string]nixbuild.Process{"web": {Attribute: "x", Kind: "oci"}}}},
-		{"no processes", nixbuild.Request{Flake: "github:a/b"}},
+		{"a flake ref with a space", artifact.BuildRequest{Flake: "path:/tmp/a b", Processes: map[string]artifact.BuildProcess{"web": ok}}},
+		{"an empty flake ref", artifact.BuildRequest{Flake: "", Processes: map[string]artifact.BuildProcess{"web": ok}}},
+		{"a flake ref that is an option", artifact.BuildRequest{Flake: "--impure", Processes: map[string]artifact.BuildProcess{"web": ok}}},
+		{"a flake ref with a newline", artifact.BuildRequest{Flake: "github:a/b\n", Processes: map[string]artifact.BuildProcess{"web": ok}}},
+		{"a flake ref with an attribute", artifact.BuildRequest{Flake: "github:a/b#c", Processes: map[string]artifact.BuildProcess{"web": ok}}},
+		{"a flake ref that is too long", artifact.BuildRequest{Flake: "github:" + strings.Repeat("a", 1100), Processes: map[string]artifact.BuildProcess{"web": ok}}},
+		{"an attribute starting with '-'", artifact.BuildRequest{Flake: "github:a/b", Processes: map[string]artifact.BuildProcess{"web": {Attribute: "--option"}}}},
+		{"an attribute with a tab", artifact.BuildRequest{Flake: "github:a/b", Processes: map[string]artifact.BuildProcess{"web": {Attribute: "a\tb"}}}},
+		{"an empty attribute", artifact.BuildRequest{Flake: "github:a/b", Processes: map[string]artifact.BuildProcess{"web": {}}}},
+		{"a process name that is a path", artifact.BuildRequest{Flake: "github:a/b", Processes: map[string]artifact.BuildProcess{"../web": ok}}},
+		{"an unknown kind", artifact.BuildRequest{Flake: "github:a/b", Processes: map[string]artifact.BuildProcess{"web": {Attribute: "x", Kind: "oci"}}}},
+		{"no processes", artifact.BuildRequest{Flake: "github:a/b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := nixbuild.Run(t.Context(), opts, tc.req, t.TempDir())
@@ -330,11 +346,11 @@ func TestRunRefusesBadInputBeforeRunningNix(t *testing.T) {
 func TestRunStopsWhenTheTimeoutHasAlreadyPassed(t *testing.T) {
 	opts := nixOptions(t)
 	opts.Timeout = time.Nanosecond
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
-	_, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	_, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "default"}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "default"}},
 	}, t.TempDir())
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v, want the deadline exceeded", err)
@@ -347,9 +363,9 @@ func TestRunStopsABlockedBuildAtTheTimeout(t *testing.T) {
 	fifo, ref := blockingFlake(t)
 	t.Cleanup(func() { unblock(fifo) })
 
-	_, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	_, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "default"}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "default"}},
 	}, t.TempDir())
 	var nixErr *nixbuild.NixError
 	if !errors.Is(err, context.DeadlineExceeded) || !errors.As(err, &nixErr) {
@@ -366,9 +382,9 @@ func TestRunStopsABlockedBuildWhenCancelled(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := nixbuild.Run(ctx, opts, nixbuild.Request{
+		_, err := nixbuild.Run(ctx, opts, artifact.BuildRequest{
 			Flake:     ref,
-			Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "default"}},
+			Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "default"}},
 		}, t.TempDir())
 		done <- err
 	}()
@@ -451,7 +467,7 @@ func assertManifestOnDisk(t *testing.T, ws string, m *artifact.Manifest) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(read.Processes) != len(m.Processes) || read.LockedFlake != m.LockedFlake {
+	if len(read.Processes) != len(m.Processes) || read.LockedFlake != m.LockedFlake || read.Revision != m.Revision || read.Unchanged != m.Unchanged {
 		t.Errorf("manifest on disk %+v differs from the one returned %+v", read, m)
 	}
 }
@@ -470,7 +486,7 @@ func assertClosureCopied(t *testing.T, ws string, closure []artifact.StorePath) 
 
 func TestResolveReadsTheExtraNixConf(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	// A flake registry named in the extra nix.conf is the only way the
 	// indirect ref below can resolve.
 	dir := t.TempDir()
@@ -496,14 +512,14 @@ func TestResolveReadsTheExtraNixConf(t *testing.T) {
 
 func TestRunCopiesTheClosureWithoutNixCopyWhenTheWorkspaceIsNoStoreURL(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	// A '?' in the path cannot go into a local?root= store URL: the closure
 	// is copied file by file instead.
 	ws := filepath.Join(t.TempDir(), "work?space")
 
-	m, err := nixbuild.Run(t.Context(), opts, nixbuild.Request{
+	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
-		Processes: map[string]nixbuild.Process{"web": {Attribute: pkgs + "default"}},
+		Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "default"}},
 	}, ws)
 	if err != nil {
 		t.Fatal(err)
@@ -525,4 +541,101 @@ func TestRunCopiesTheClosureWithoutNixCopyWhenTheWorkspaceIsNoStoreURL(t *testin
 	if fi, err := os.Stat(server); err != nil || fi.Mode().Perm() != 0o555 {
 		t.Errorf("copied server: %v, %v; want mode 0555", fi, err)
 	}
+}
+
+// TestRunSkipsAFlakeStillAtSkipIfRevisionAndResolvesOnce runs Nix through a
+// wrapper that logs every invocation: a refresh that finds the flake still
+// at SkipIfRevision builds nothing and says so in the manifest, and one that
+// finds new code resolves the flake once, not twice.
+func TestRunSkipsAFlakeStillAtSkipIfRevisionAndResolvesOnce(t *testing.T) {
+	opts := nixOptions(t)
+	dir := strings.TrimPrefix(fixturestest.Prepare(t, fixtures.Closure), "path:")
+	git := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	git("init", "-q")
+	git("add", "-A")
+	git("commit", "-q", "-m", "fixture")
+	rev := git("rev-parse", "HEAD")
+	ref := "git+file://" + dir
+
+	realNix, err := exec.LookPath("nix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := filepath.Join(t.TempDir(), "nix.log")
+	wrapper := filepath.Join(t.TempDir(), "nix")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$*\" >> %q\nexec %q \"$@\"\n", log, realNix)
+	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts.Nix = wrapper
+	calls := func() []string {
+		t.Helper()
+		b, err := os.ReadFile(log)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		os.Remove(log)
+		return strings.Split(strings.TrimSpace(string(b)), "\n")
+	}
+	count := func(lines []string, sub string) int {
+		n := 0
+		for _, l := range lines {
+			if strings.Contains(l, sub) {
+				n++
+			}
+		}
+		return n
+	}
+	req := artifact.BuildRequest{Flake: ref, Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "server"}}}
+
+	req.SkipIfRevision = rev
+	ws := t.TempDir()
+	m, err := nixbuild.Run(t.Context(), opts, req, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Unchanged || m.Revision != rev || len(m.Processes) != 0 {
+		t.Errorf("manifest = %+v, want Unchanged at %s with nothing built", m, rev)
+	}
+	assertManifestOnDisk(t, ws, m)
+	if got := calls(); count(got, "flake metadata") != 1 || count(got, " build ") != 0 {
+		t.Errorf("an unchanged refresh ran Nix as %q, want one nix flake metadata and no build", got)
+	}
+
+	req.SkipIfRevision = strings.Repeat("0", 40)
+	ws = t.TempDir()
+	m, err = nixbuild.Run(t.Context(), opts, req, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Unchanged || m.Revision != rev || m.Processes["web"].OutPath == "" {
+		t.Errorf("manifest = %+v, want a build of %s", m, rev)
+	}
+	assertManifestOnDisk(t, ws, m)
+	if got := calls(); count(got, "flake metadata") != 1 || count(got, " build ") != 1 {
+		t.Errorf("a refresh that found new code ran Nix as %q, want one nix flake metadata and one build", got)
+	}
+}
+
+// A source without a rev (path:) is identified by its narHash.
+func TestRunNamesAPathFlakeByItsNarHash(t *testing.T) {
+	opts := nixOptions(t)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
+	ws := t.TempDir()
+	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{Flake: ref, Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "server"}}}, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Revision) != 64 || strings.Trim(m.Revision, "0123456789abcdef") != "" {
+		t.Errorf("revision = %q, want the hex narHash of %s", m.Revision, m.LockedFlake)
+	}
+	assertManifestOnDisk(t, ws, m)
 }

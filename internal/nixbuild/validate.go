@@ -3,7 +3,6 @@ package nixbuild
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -68,16 +67,6 @@ func checkText(s string) error {
 		if unicode.IsSpace(r) || unicode.IsControl(r) {
 			return fmt.Errorf("contains %U, which is whitespace or a control character", r)
 		}
-	}
-	return nil
-}
-
-// processNameRE matches Heroku process types; they name files in the workspace.
-var processNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$`)
-
-func validateProcessName(name string) error {
-	if !processNameRE.MatchString(name) {
-		return fmt.Errorf("process type %q is not a valid name (letters, digits, '_' and '-', at most 63)", name)
 	}
 	return nil
 }

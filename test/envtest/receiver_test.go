@@ -25,8 +25,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
-	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/receiver"
 )
@@ -111,7 +111,7 @@ func (h *harness) pushImagesTo(herokuApp string) *artifact.Result {
 
 func (h *harness) jobNames(app *herokunixv1.HerokuNixApp) []string {
 	var jobs batchv1.JobList
-	h.g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{controllers.LabelApp: app.Name})).To(Succeed())
+	h.g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{build.LabelApp: app.Name})).To(Succeed())
 	var out []string
 	for _, j := range jobs.Items {
 		out = append(out, j.Name)

@@ -1,4 +1,7 @@
-package pipeline_test
+// End-to-end tests of the two halves of a build, as `manager build` and
+// `manager push` (and the local builder) run them: nixbuild.Run with real
+// Nix, then PushWorkspace to an in-process registry.
+package image_test
 
 import (
 	"bufio"
@@ -27,9 +30,9 @@ import (
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
-	"github.com/herokunix/herokunix/internal/pipeline"
 	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 const (
@@ -41,10 +44,10 @@ const (
 
 // nixOptions returns options for an offline build with the Nix on PATH,
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
-func nixOptions(t *testing.T) nixbuild.Options {
+func nixOptions(t *testing.T) nixbuild.Nix {
 	t.Helper()
-	fixtures.RequireNix(t)
-	opts := nixbuild.Options{Offline: true, Timeout: 10 * time.Minute}
+	fixturestest.RequireNix(t)
+	opts := nixbuild.Nix{Offline: true, Timeout: 10 * time.Minute}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr
 	}
@@ -100,12 +103,12 @@ func (r *testRegistry) ref(t *testing.T) name.Tag {
 	return tag
 }
 
-// build runs pipeline.Build of one process into a fresh workspace.
-func build(t *testing.T, opts nixbuild.Options, flake string, p artifact.BuildProcess) string {
+// build runs nixbuild.Run of one process into a fresh workspace.
+func build(t *testing.T, opts nixbuild.Nix, flake string, p artifact.BuildProcess) string {
 	t.Helper()
 	ws := t.TempDir()
 	start := time.Now()
-	if _, err := pipeline.Build(t.Context(), opts, artifact.BuildRequest{
+	if _, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     flake,
 		Processes: map[string]artifact.BuildProcess{process: p},
 	}, ws); err != nil {
@@ -115,7 +118,7 @@ func build(t *testing.T, opts nixbuild.Options, flake string, p artifact.BuildPr
 	return ws
 }
 
-// push runs pipeline.Push of a workspace and returns the pushed image.
+// push runs image.PushWorkspace of a workspace and returns the pushed image.
 func push(t *testing.T, ws string, reg *testRegistry) artifact.Image {
 	t.Helper()
 	img, _ := pushCounted(t, ws, reg)
@@ -126,7 +129,7 @@ func push(t *testing.T, ws string, reg *testRegistry) artifact.Image {
 func pushCounted(t *testing.T, ws string, reg *testRegistry) (artifact.Image, *artifact.Result) {
 	t.Helper()
 	start := time.Now()
-	res, err := pipeline.Push(t.Context(), ws, reg.host, app, image.PushOptions{TempDir: t.TempDir()})
+	res, err := image.PushWorkspace(t.Context(), ws, reg.host, app, image.PushOptions{Options: image.Options{TempDir: t.TempDir()}})
 	if err != nil {
 		t.Fatalf("push: %v", err)
 	}
@@ -220,7 +223,7 @@ func TestBuildPushAndRun(t *testing.T) {
 		{"nix2container", fixtures.Nix2Container, artifact.BuildProcess{Attribute: pkgs + "image"}},
 	} {
 		if refs[tc.fixture] == "" {
-			refs[tc.fixture] = fixtures.Prepare(t, tc.fixture)
+			refs[tc.fixture] = fixturestest.Prepare(t, tc.fixture)
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			ws := build(t, opts, refs[tc.fixture], tc.process)
@@ -275,7 +278,7 @@ func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 	}
 
 	opts := nixOptions(t)
-	flake := fixtures.Prepare(t, fixtures.Closure)
+	flake := fixturestest.Prepare(t, fixtures.Closure)
 
 	here := newRegistry(t)
 	pushed := push(t, build(t, opts, flake, proc), here)
@@ -318,10 +321,10 @@ func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 
 // pushFrom is the child's half: the same Build and Push, to the registry the
 // parent named.
-func pushFrom(t *testing.T, opts nixbuild.Options, flake string, proc artifact.BuildProcess, registryHost string) artifact.Image {
+func pushFrom(t *testing.T, opts nixbuild.Nix, flake string, proc artifact.BuildProcess, registryHost string) artifact.Image {
 	t.Helper()
 	ws := build(t, opts, flake, proc)
-	res, err := pipeline.Push(t.Context(), ws, registryHost, app, image.PushOptions{TempDir: t.TempDir()})
+	res, err := image.PushWorkspace(t.Context(), ws, registryHost, app, image.PushOptions{Options: image.Options{TempDir: t.TempDir()}})
 	if err != nil {
 		t.Fatalf("push: %v", err)
 	}

@@ -1,29 +1,29 @@
-package controllers
+package build
 
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
-	"github.com/herokunix/herokunix/internal/pipeline"
 )
 
 // LocalBuilder runs builds in the controller's own process, with the Nix
 // installed where it runs (--builder=local). It runs the same build and
 // push code as a build Job.
 type LocalBuilder struct {
-	Nix          nixbuild.Options
+	Nix          nixbuild.Nix
 	RegistryHost string
 	// InsecureRegistry talks plain HTTP to the registry (local default).
 	InsecureRegistry bool
@@ -42,7 +42,7 @@ type LocalBuilder struct {
 type localBuild struct {
 	owner  client.ObjectKey
 	cancel context.CancelFunc
-	state  BuildState
+	state  State
 }
 
 var _ Builder = (*LocalBuilder)(nil)
@@ -51,7 +51,7 @@ var _ Builder = (*LocalBuilder)(nil)
 func (l *LocalBuilder) PollInterval() time.Duration { return time.Minute }
 
 // Ensure starts the build in the background if it is new.
-func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) (BuildState, error) {
+func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) (State, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.builds == nil {
@@ -64,13 +64,13 @@ func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, 
 	}
 	// The build outlives this reconcile; it ends with its timeout or a cancel.
 	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
-	lb := &localBuild{owner: client.ObjectKeyFromObject(app), cancel: cancel, state: BuildState{Phase: BuildRunning}}
+	lb := &localBuild{owner: client.ObjectKeyFromObject(app), cancel: cancel, state: State{Phase: Running}}
 	l.builds[key] = lb
 	go l.run(ctx, key, lb, app.DeepCopy(), b, apiKey)
-	return BuildState{Phase: BuildRunning, Started: true}, nil
+	return State{Phase: Running, Started: true}, nil
 }
 
-func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) {
+func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) {
 	defer lb.cancel()
 	state := l.build(ctx, app, b, apiKey)
 	l.mu.Lock()
@@ -81,31 +81,32 @@ func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app 
 	}
 }
 
-func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) BuildState {
+func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) State {
 	select {
 	case l.slots <- struct{}{}:
 		defer func() { <-l.slots }()
 	case <-ctx.Done():
-		return BuildState{Phase: BuildFailed, Message: "build did not start: " + ctx.Err().Error()}
+		return State{Phase: Failed, Message: "build did not start: " + ctx.Err().Error()}
 	}
 	workspace, err := os.MkdirTemp(l.WorkDir, b.Name+"-")
 	if err != nil {
-		return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("making workspace: %v", err)}
+		return State{Phase: Failed, Message: fmt.Sprintf("making workspace: %v", err)}
 	}
-	defer makeWritableAndRemove(workspace)
+	defer func() { _ = nixbuild.RemoveAllWritable(workspace) }()
 
-	if _, err := pipeline.Build(ctx, l.Nix, b.Request, workspace); err != nil {
-		return BuildState{Phase: BuildFailed, Message: err.Error()}
+	if _, err := nixbuild.Run(ctx, l.Nix, b.Request, workspace); err != nil {
+		return State{Phase: Failed, Message: err.Error()}
 	}
-	res, err := pipeline.Push(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
-		Remote:   []remote.Option{remote.WithAuth(&authn.Basic{Username: "_", Password: apiKey}), remote.WithContext(ctx)},
-		Insecure: l.InsecureRegistry,
-		TempDir:  workspace,
+	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
+		Options:   image.Options{TempDir: workspace},
+		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
+		Insecure:  l.InsecureRegistry,
+		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
 	})
 	if err != nil {
-		return BuildState{Phase: BuildFailed, Message: err.Error()}
+		return State{Phase: Failed, Message: err.Error()}
 	}
-	return BuildState{Phase: BuildSucceeded, Result: res}
+	return State{Phase: Succeeded, Result: res}
 }
 
 // CancelOthers cancels the app's running builds other than keep, and
@@ -121,16 +122,4 @@ func (l *LocalBuilder) CancelOthers(_ context.Context, app *herokunixv1.HerokuNi
 		}
 	}
 	return nil
-}
-
-// makeWritableAndRemove deletes a workspace; store paths copied into it are
-// read-only, so directories are made writable first.
-func makeWritableAndRemove(dir string) {
-	_ = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			_ = os.Chmod(path, 0o755)
-		}
-		return nil
-	})
-	_ = os.RemoveAll(dir)
 }

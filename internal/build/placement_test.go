@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"reflect"
@@ -42,16 +42,16 @@ func TestBuildPodPlacement(t *testing.T) {
 			func(p corev1.PodSpec) bool { return p.ServiceAccountName == "nix-cache-writer" }},
 	}
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	base := DesiredBuildFor(testApp(), now, false)
+	base := DesiredFor(testApp(), now, false)
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			app := testApp()
 			tc.set(&app.Spec.Build)
-			b := DesiredBuildFor(app, now, false)
+			b := DesiredFor(app, now, false)
 			if b.Name != base.Name {
 				t.Errorf("placement changed the build: %s, want %s", b.Name, base.Name)
 			}
-			job, err := DesiredBuildJob(app, b, JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
+			job, err := DesiredJob(app, b, JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
 			if err != nil {
 				t.Fatal(err)
 			}
