@@ -25,17 +25,19 @@ verify: generate manifests
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## test: unit and envtest suites, with real Nix and a real kube-apiserver (installs both when missing)
+## test: unit and envtest suites, with real Nix, a real kube-apiserver and Heroku's own CLI (installs them when missing)
 test:
 	hack/install-nix.sh
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 $(GO) test -count=1 ./...
+	hack/install-heroku-cli.sh >/dev/null
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 $(GO) test -count=1 ./...
 
-## run: the controller; with no cluster configured, the embedded local default deploys the sample end to end
+## run: the manager (cmd/manager, built fresh) against your cluster, or, with no cluster configured, against
+## the embedded local default, which deploys the sample end to end (cmd/local: a developer tool, not in the image)
 run:
 	hack/install-nix.sh
-	$(GO) run ./cmd/manager $(ARGS)
+	$(GO) run ./cmd/local $(ARGS)
 
-## build: the manager binary
+## build: the manager binary, the one the image ships
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X main.Version=$(VERSION)" -o bin/manager ./cmd/manager
 

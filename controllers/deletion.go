@@ -16,18 +16,14 @@ import (
 
 const defaultDeletionGrace = 10 * time.Minute
 
-// reconcileDeletion applies the deletion policy when the resource is being
-// deleted, then lets it go. Retain leaves Heroku as it is; ScaleToZero
+// reconcileDeletion applies the deletion policy to a resource being
+// deleted, then lets it go (removes the finalizer); an error keeps it. Retain leaves Heroku as it is; ScaleToZero
 // scales every process type to zero. When that cannot be done (credentials
 // gone, app gone, Heroku down) it retries for a bounded time, then lets go
 // with a warning event instead of hanging the deletion forever.
 func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass) error {
 	app := p.app
-	if app.DeletionTimestamp == nil {
-		return nil
-	}
 	if !controllerutil.ContainsFinalizer(app, herokunixv1.Finalizer) {
-		p.deleted = true
 		return nil
 	}
 	owns, err := r.ownsHerokuApp(ctx, app)
@@ -49,10 +45,9 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 	}
 	patch := client.MergeFrom(app.DeepCopy())
 	controllerutil.RemoveFinalizer(app, herokunixv1.Finalizer)
-	if err := r.Patch(ctx, app, patch); err != nil {
-		return fmt.Errorf("removing finalizer: %w", client.IgnoreNotFound(err))
+	if err := client.IgnoreNotFound(r.Patch(ctx, app, patch)); err != nil {
+		return fmt.Errorf("removing finalizer: %w", err)
 	}
-	p.deleted = true
 	return nil
 }
 
@@ -68,7 +63,7 @@ func (r *HerokuNixAppReconciler) ownsHerokuApp(ctx context.Context, app *herokun
 	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: app.Spec.AppName}); err != nil {
 		return false, fmt.Errorf("listing resources for app %s: %w", app.Spec.AppName, err)
 	}
-	owner := oldest(same.Items, app.UID)
+	owner := herokuAppOwner(same.Items, app.UID)
 	return owner == nil || owner.UID == app.UID, nil
 }
 

@@ -25,6 +25,17 @@ type stepError struct {
 func (e *stepError) Error() string { return e.Err.Error() }
 func (e *stepError) Unwrap() error { return e.Err }
 
+// waiting ends a pass early without failing it: something is in progress
+// (a build, a release phase). The pass sets Reconciling and looks again
+// after After (zero: a watch event will come).
+type waiting struct {
+	Reason  string
+	Message string
+	After   time.Duration
+}
+
+func (w *waiting) Error() string { return w.Message }
+
 func stalled(reason string, format string, args ...any) *stepError {
 	return &stepError{Reason: reason, Err: fmt.Errorf(format, args...), Stalling: true}
 }

@@ -11,8 +11,7 @@ import (
 // HerokuAPI is the part of the Heroku client the reconciler uses.
 type HerokuAPI interface {
 	App(ctx context.Context, app string) (*heroku.App, error)
-	CurrentRelease(ctx context.Context, app string) (*heroku.Release, error)
-	ReleaseImages(ctx context.Context, app string, images map[string]string) (*heroku.Release, bool, error)
+	ReleaseImages(ctx context.Context, app string, images map[string]string) (*heroku.Release, heroku.ReleaseOutcome, error)
 	Release(ctx context.Context, app, id string) (*heroku.Release, error)
 	ReleasesSince(ctx context.Context, app string, version, max int) ([]*heroku.Release, error)
 	Formation(ctx context.Context, app string) ([]heroku.Formation, error)

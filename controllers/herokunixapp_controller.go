@@ -12,25 +12,24 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 )
 
 // HerokuNixAppReconciler deploys HerokuNixApps: build the flake, push the
-// images, release them on Heroku, report on status.
+// images, release them on Heroku, report on status. NewReconciler makes one.
 type HerokuNixAppReconciler struct {
 	client.Client
 	// APIReader reads Secrets straight from the API server (they are not
-	// cached); default: the Client.
+	// cached).
 	APIReader client.Reader
-	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
-	Builder   Builder
+	Builder   build.Builder
 	Heroku    *HerokuClients
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -39,6 +38,41 @@ type HerokuNixAppReconciler struct {
 	DeletionGracePeriod time.Duration
 	// ReleasePollInterval is how often a pending release is looked at.
 	ReleasePollInterval time.Duration
+}
+
+// ReconcilerConfig is what the reconciler needs besides a manager.
+type ReconcilerConfig struct {
+	// Builder runs builds: a build.JobBuilder (build.NewJobBuilder) or a build.LocalBuilder.
+	Builder build.Builder
+	// NewHeroku makes the Heroku client of an API key; one is made per key.
+	NewHeroku func(apiKey string) (HerokuAPI, error)
+	// DeletionGracePeriod and ReleasePollInterval: see the reconciler's
+	// fields (zero: their defaults).
+	DeletionGracePeriod time.Duration
+	ReleasePollInterval time.Duration
+}
+
+// NewReconciler wires a reconciler to mgr's client, its uncached reader
+// (Secrets are read from the API server, never from a cache) and an event
+// recorder.
+func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconciler, error) {
+	switch {
+	case mgr.GetAPIReader() == nil:
+		return nil, errors.New("the manager has no API reader, which Secrets are read through")
+	case cfg.Builder == nil:
+		return nil, errors.New("no builder")
+	case cfg.NewHeroku == nil:
+		return nil, errors.New("no Heroku client maker")
+	}
+	return &HerokuNixAppReconciler{
+		Client:              mgr.GetClient(),
+		APIReader:           mgr.GetAPIReader(),
+		Recorder:            mgr.GetEventRecorder("herokunix"),
+		Builder:             cfg.Builder,
+		Heroku:              &HerokuClients{New: cfg.NewHeroku},
+		DeletionGracePeriod: cfg.DeletionGracePeriod,
+		ReleasePollInterval: cfg.ReleasePollInterval,
+	}, nil
 }
 
 // +kubebuilder:rbac:groups=herokunix.dev,resources=herokunixapps,verbs=get;list;watch;patch
@@ -50,61 +84,53 @@ type HerokuNixAppReconciler struct {
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
-// pass carries what one reconcile pass learnt from step to step.
+// pass carries what one reconcile pass learnt from step to step. It holds
+// data only: how a step ended travels on its returned error.
 type pass struct {
 	app    *herokunixv1.HerokuNixApp
 	now    time.Time
 	apiKey string
 	heroku HerokuAPI
-	// wait, when set, ends the pass early: something is in progress.
-	wait *wait
-	// suspended ends the pass with nothing in progress and nothing wrong.
-	suspended bool
-	// deleted is set once the finalizer is gone: there is no status to patch.
-	deleted bool
 	// forceRefresh asks for a re-resolution of a moving ref now.
 	forceRefresh bool
-	// request is a new reconcile-now annotation value this pass handles.
-	request string
-	// drift, when set, says Heroku runs a release this resource did not make
-	// and the resource only observes (driftPolicy: Observe).
-	drift string
+	// requestedAt is a new reconcile-now annotation value this pass handles.
+	requestedAt string
 }
 
-// wait says what the pass is waiting for and when to look again (zero:
-// a watch event will come).
-type wait struct {
-	Reason  string
-	Message string
-	After   time.Duration
-}
-
-// step is one named part of a pass. It returns an error to end the pass
-// (a *stepError carries the reason), or sets p.wait / p.suspended to end
-// it early; else the next step runs.
+// step is one named part of a pass. A nil error lets the next step run;
+// any error ends the pass: a *waiting (something is in progress), a
+// *stepError (a reason for the conditions, stalling or retried) or any
+// other error (retried with back-off).
 type step func(ctx context.Context, p *pass) error
 
-// Reconcile runs the steps in order and patches status once at the end.
-func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+// Reconcile applies deletion, adds the finalizer and honours suspend, then
+// runs the steps in order, and patches status once at the end.
+func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	app := &herokunixv1.HerokuNixApp{}
 	if err := r.Get(ctx, req.NamespacedName, app); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := app.DeepCopy()
 	p := &pass{app: app, now: r.now()}
-
-	defer func() {
-		if p.deleted {
-			return
+	if app.DeletionTimestamp != nil {
+		if err := r.reconcileDeletion(ctx, p); err != nil {
+			return r.summarize(ctx, p, before, outcome{Err: err})
 		}
-		res, retErr = r.summarize(ctx, p, before, retErr)
-	}()
+		return ctrl.Result{}, nil // the finalizer is gone: no status to patch
+	}
+	return r.summarize(ctx, p, before, r.runPass(ctx, p))
+}
 
+// runPass runs a pass of a resource that is not being deleted.
+func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) outcome {
+	if err := r.reconcileFinalizer(ctx, p); err != nil {
+		return outcome{Err: err}
+	}
+	if p.app.Spec.Suspend {
+		return suspendedOutcome(p)
+	}
 	for _, s := range []step{
-		r.reconcileDeletion,
-		r.reconcileFinalizer,
-		r.reconcileSuspend,
-		r.reconcileRequest,
+		r.reconcileRequestedAt,
 		r.reconcileConflict,
 		r.reconcileCredentials,
 		r.reconcileBuild,
@@ -112,13 +138,19 @@ func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.reconcileFormation,
 	} {
 		if err := s(ctx, p); err != nil {
-			return ctrl.Result{}, err
-		}
-		if p.wait != nil || p.suspended || p.deleted {
-			return ctrl.Result{}, nil
+			return outcome{Err: err, RequestedAt: p.requestedAt}
 		}
 	}
-	return ctrl.Result{}, nil
+	return outcome{RequestedAt: p.requestedAt}
+}
+
+// suspendedOutcome ends a pass at spec.suspend: Heroku is left as it is
+// and no build runs. It says whether the images of this spec run, so a
+// deployed app stays Ready while suspended.
+func suspendedOutcome(p *pass) outcome {
+	b := p.app.Status.Build
+	deployed := b != nil && b.SucceededHash == build.DesiredFor(p.app, p.now, false).SpecHash
+	return outcome{Suspended: true, SpecDeployed: deployed}
 }
 
 func (r *HerokuNixAppReconciler) now() time.Time {
@@ -128,17 +160,50 @@ func (r *HerokuNixAppReconciler) now() time.Time {
 	return time.Now()
 }
 
-// summarize computes Ready, Reconciling and Stalled from how the pass
-// ended, patches status once, emits an event when Ready changed, and
-// decides when to look again.
-func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before *herokunixv1.HerokuNixApp, err error) (ctrl.Result, error) {
+// outcome is how a pass ended.
+type outcome struct {
+	// Err is nil when every step ran, else what ended the pass.
+	Err error
+	// Suspended says the pass stopped at spec.suspend; SpecDeployed then
+	// says whether the images built from this spec run on Heroku.
+	Suspended, SpecDeployed bool
+	// RequestedAt is the reconcile-now annotation value the pass handled.
+	RequestedAt string
+}
+
+// summarize concludes the pass, patches status once, emits an event when
+// Ready changed, and logs a retried error.
+func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	app := p.app
+	res, err := conclude(app, end)
+	r.eventOnReadyChange(before, app)
+	if perr := r.Status().Patch(ctx, app, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
+		return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
+	}
+	if err != nil {
+		log.FromContext(ctx).Info("reconcile will be retried", "reason", reasonOf(err), "error", err.Error())
+	}
+	return res, err
+}
+
+// conclude computes Ready, Reconciling and Stalled from how the pass
+// ended, and when to look again; an error it returns is retried with the
+// controller's back-off. It does no I/O.
+func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	var res ctrl.Result
+	err := end.Err
 	var se *stepError
+	var w *waiting
 	isStep := errors.As(err, &se)
-	failed := err != nil && !(isStep && se.Stalling)
+	isWait := errors.As(err, &w)
+	failed := err != nil && !isWait && !(isStep && se.Stalling)
 	switch {
+	case isWait:
+		markReconciling(app, w.Reason, w.Message)
+		res.RequeueAfter, err = w.After, nil
 	case isStep && se.Stalling:
+		// Observed drift ends here too: only a person can settle it
+		// (kstatus Failed), though the next resync still looks again.
 		markStalled(app, se.Reason, se.Error())
 		// Watches bring most fixes (spec, Secret); what changes on Heroku's
 		// side (stack, app, key) or upstream (a moving ref) is seen on resync.
@@ -151,43 +216,25 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 		}
 	case err != nil:
 		markReconciling(app, herokunixv1.ReasonProgressing, "retrying: "+err.Error())
-	case p.suspended:
+	case end.Suspended:
 		// A deployed app stays Ready while suspended (its release still
 		// runs), so kstatus sees it Current; one never deployed says why not.
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
-		deployed := app.Status.Build != nil && app.Status.Build.SucceededHash == DesiredBuildFor(app, p.now, false).SpecHash
-		if !deployed || !meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionReady) {
+		if !end.SpecDeployed || !meta.IsStatusConditionTrue(app.Status.Conditions, herokunixv1.ConditionReady) {
 			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonSuspended,
 				"reconciliation is suspended; this spec is not deployed")
 		}
-	case p.wait != nil:
-		markReconciling(app, p.wait.Reason, p.wait.Message)
-		res.RequeueAfter = p.wait.After
 	default:
-		if p.drift != "" {
-			// Only a person can settle observed drift: Stalled (kstatus
-			// Failed), though the next resync still looks again.
-			markStalled(app, herokunixv1.ReasonDriftDetected, p.drift)
-		} else {
-			meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
-			meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
-			setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
-		}
+		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
+		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
+		setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 	}
 	app.Status.ObservedGeneration = app.Generation
-	if !failed && p.request != "" {
+	if !failed && end.RequestedAt != "" {
 		// Recorded only once handled, so a failed pass does not lose it.
-		app.Status.LastHandledReconcileAt = p.request
-	}
-
-	r.eventOnReadyChange(before, app)
-	if perr := r.Status().Patch(ctx, app, client.MergeFrom(before)); perr != nil && !apierrors.IsNotFound(perr) {
-		return ctrl.Result{}, errors.Join(err, fmt.Errorf("patching status: %w", perr))
-	}
-	if err != nil {
-		log.FromContext(ctx).Info("reconcile will be retried", "reason", reasonOf(err), "error", err.Error())
+		app.Status.LastHandledReconcileAt = end.RequestedAt
 	}
 	return res, err
 }
@@ -200,12 +247,10 @@ func reasonOf(err error) string {
 	return herokunixv1.ReasonProgressing
 }
 
-// jitter spreads resyncs of many resources over ±10% of the interval, so
-// they do not spend the Heroku budget in bursts.
+// jitter spreads resyncs of many resources over ±10% of the interval (d >
+// 0: IntervalDuration defaults it), so they do not spend the Heroku budget
+// in bursts.
 func jitter(d time.Duration) time.Duration {
-	if d <= 0 {
-		d = 10 * time.Minute
-	}
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
 }
 
@@ -225,6 +270,9 @@ func readyMessage(app *herokunixv1.HerokuNixApp) string {
 
 // eventOnReadyChange records an event when Ready's status or reason changed,
 // so `kubectl describe` tells the story of a deploy without repeating it.
+// It is the one event of what Ready shows (a build running, a failure);
+// steps record only what it does not (a release made, a scale, a drift
+// corrected, a background refresh).
 func (r *HerokuNixAppReconciler) eventOnReadyChange(before, after *herokunixv1.HerokuNixApp) {
 	if r.Recorder == nil {
 		return

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/metrics"
 )
@@ -58,7 +60,7 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 	}
 	app.Status.WebURL = info.WebURL
 
-	rel, released, err := p.heroku.ReleaseImages(ctx, app.Spec.AppName, images)
+	rel, outcome, err := p.heroku.ReleaseImages(ctx, app.Spec.AppName, images)
 	if err != nil {
 		return r.releaseError(app, herokuError("releasing images", err))
 	}
@@ -66,19 +68,18 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 		return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed,
 			Err: fmt.Errorf("the images were accepted, but Heroku lists no release"), RetryAfter: time.Minute})
 	}
-	if !released {
+	// AlreadyDeployed: the latest release is this deploy already (a
+	// repeated call after a lost answer or from stale state): adopt it.
+	released := outcome == heroku.Released
+	if outcome == heroku.NotReleased {
 		switch {
-		case heroku.Deploys(rel, images):
-			// The latest release is this deploy already (a repeated call
-			// after a lost answer or from stale state): adopt it.
 		case rel.Current && rel.Status == heroku.ReleaseSucceeded:
 			// Heroku ignores a release of the images its current release
 			// runs: that release runs them, adopt it.
 		case rel.Status == heroku.ReleasePending:
 			msg := fmt.Sprintf("waiting for %s, released by someone else, to finish its release phase", releaseName(rel.Version))
 			setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending, msg)
-			p.wait = &wait{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
-			return nil
+			return &waiting{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
 		default:
 			return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed, RetryAfter: jitter(app.Spec.IntervalDuration()),
 				Err: fmt.Errorf("no release of the built images was made, and the latest release, %s, is %s and not herokunix's", releaseName(rel.Version), rel.Status)})
@@ -112,13 +113,11 @@ func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
 	case heroku.ReleasePending:
 		msg := fmt.Sprintf("release %s is running its release phase", rel.Name)
 		setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending, msg)
-		p.wait = &wait{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
-		return nil
+		return &waiting{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
 	case heroku.ReleaseFailed:
 		if fresh {
 			metrics.ReleaseFinished(metrics.ResultFailed)
 		}
-		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonReleasePhaseFailed, "Release", "release %s failed its release phase", rel.Name)
 		return releasePhaseFailed(app)
 	}
 	if fresh {
@@ -166,20 +165,25 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 	}
 	latest := newer[len(newer)-1]
 	if app.Spec.DriftPolicy != herokunixv1.DriftPolicyObserve {
-		if err := r.release(ctx, p, want); err != nil {
+		err := r.release(ctx, p, want)
+		var w *waiting
+		if err != nil && !errors.As(err, &w) {
 			return err
 		}
+		// A re-release made, even one still in its release phase, corrects
+		// the drift: that earns its event.
 		if app.Status.Release.Version > latest.Version {
 			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct",
 				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(latest.Version), latest.Description, app.Status.Release.Name)
 		}
-		return nil
+		return err
 	}
 	for _, rel := range slices.Backward(newer) {
 		if rel.Status == heroku.ReleaseSucceeded && mayChangeImages(rel.Description) {
+			// Only a person can settle observed drift: it stalls, and
 			// Ready's transition to DriftDetected records the (one) event.
-			p.drift = fmt.Sprintf("Heroku ran %s (%q) after %s, which this resource made", releaseName(rel.Version), rel.Description, ours.Name)
-			return nil
+			return stalled(herokunixv1.ReasonDriftDetected, "Heroku ran %s (%q) after %s, which this resource made",
+				releaseName(rel.Version), rel.Description, ours.Name)
 		}
 	}
 	for _, rel := range slices.Backward(newer) {
@@ -216,7 +220,7 @@ func (r *HerokuNixAppReconciler) releasePoll() time.Duration {
 // (the release phase is not a formation).
 func desiredFormation(app *herokunixv1.HerokuNixApp) []heroku.Formation {
 	var out []heroku.Formation
-	for _, name := range sortedKeys(app.Spec.Processes) {
+	for _, name := range slices.Sorted(maps.Keys(app.Spec.Processes)) {
 		proc := app.Spec.Processes[name]
 		if name == "release" || (proc.Quantity == nil && proc.Size == "") {
 			continue
@@ -235,8 +239,8 @@ func desiredFormation(app *herokunixv1.HerokuNixApp) []heroku.Formation {
 func (r *HerokuNixAppReconciler) reconcileFormation(ctx context.Context, p *pass) error {
 	app := p.app
 	want := desiredFormation(app)
-	fp := hashOf(want)
-	if fp == app.Status.AppliedFormation || p.drift != "" {
+	fp := build.Fingerprint(want)
+	if fp == app.Status.AppliedFormation {
 		return nil
 	}
 	if len(want) > 0 {

@@ -5,7 +5,6 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -18,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 )
 
 // Field indexes.
@@ -30,8 +30,8 @@ const (
 // all Pods, only those of build Jobs.
 func CacheOptions() cache.Options {
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:  {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: managedBy})},
-		&batchv1.Job{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: managedBy})},
+		&corev1.Pod{}:  {Label: build.ManagedSelector()},
+		&batchv1.Job{}: {Label: build.ManagedSelector()},
 	}}
 }
 

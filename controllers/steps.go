@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/metrics"
 )
 
@@ -31,19 +32,12 @@ func (r *HerokuNixAppReconciler) reconcileFinalizer(ctx context.Context, p *pass
 	return nil
 }
 
-// reconcileSuspend ends the pass when spec.suspend is set; Heroku is left
-// as it is and no build runs.
-func (r *HerokuNixAppReconciler) reconcileSuspend(_ context.Context, p *pass) error {
-	p.suspended = p.app.Spec.Suspend
-	return nil
-}
-
-// reconcileRequest handles the reconcile-now annotation: a new value forces
+// reconcileRequestedAt handles the reconcile-now annotation: a new value forces
 // a re-resolution of a moving ref (or a retry of a failed build), and is
 // recorded as handled when the pass ends without error.
-func (r *HerokuNixAppReconciler) reconcileRequest(_ context.Context, p *pass) error {
+func (r *HerokuNixAppReconciler) reconcileRequestedAt(_ context.Context, p *pass) error {
 	if v, ok := p.app.Annotations[herokunixv1.ReconcileRequestAnnotation]; ok && v != p.app.Status.LastHandledReconcileAt {
-		p.forceRefresh, p.request = true, v
+		p.forceRefresh, p.requestedAt = true, v
 	}
 	return nil
 }
@@ -55,18 +49,19 @@ func (r *HerokuNixAppReconciler) reconcileConflict(ctx context.Context, p *pass)
 	if err := r.List(ctx, &same, client.MatchingFields{indexAppName: p.app.Spec.AppName}); err != nil {
 		return fmt.Errorf("listing resources for app %s: %w", p.app.Spec.AppName, err)
 	}
-	if owner := oldest(same.Items, p.app.UID); owner != nil && owner.UID != p.app.UID {
+	if owner := herokuAppOwner(same.Items, p.app.UID); owner != nil && owner.UID != p.app.UID {
 		return stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is already deployed by HerokuNixApp %s/%s; delete one of them",
 			p.app.Spec.AppName, owner.Namespace, owner.Name)
 	}
 	return nil
 }
 
-// oldest picks the resource that owns an app: one that has released to it
-// before one that has not (so a newcomer elsewhere, perhaps without working
-// credentials, cannot take an app over), then the first created (ties by
-// namespace/name), ignoring ones being deleted other than asking.
-func oldest(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.HerokuNixApp {
+// herokuAppOwner picks the resource that owns a Heroku app among those
+// naming it: one that has released to it before one that has not (so a
+// newcomer elsewhere, perhaps without working credentials, cannot take an
+// app over), then the first created (ties by namespace/name), ignoring ones
+// being deleted other than asking.
+func herokuAppOwner(apps []herokunixv1.HerokuNixApp, asking types.UID) *herokunixv1.HerokuNixApp {
 	live := make([]*herokunixv1.HerokuNixApp, 0, len(apps))
 	for i := range apps {
 		if apps[i].DeletionTimestamp == nil || apps[i].UID == asking {
@@ -107,21 +102,17 @@ func (r *HerokuNixAppReconciler) reconcileCredentials(ctx context.Context, p *pa
 
 func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.HerokuNixApp) (string, error) {
 	ref := app.Spec.CredentialsSecretRef
-	var reader client.Reader = r.Client
-	if r.APIReader != nil {
-		reader = r.APIReader
-	}
 	var secret corev1.Secret
-	err := reader.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
+	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &secret)
 	if apierrors.IsNotFound(err) {
 		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", app.Namespace, ref.Name)
 	}
 	if err != nil {
 		return "", fmt.Errorf("reading Secret %s: %w", ref.Name, err)
 	}
-	key := string(secret.Data[secretKey(ref)])
+	key := string(secret.Data[ref.KeyOrDefault()])
 	if key == "" {
-		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s has no key %q", app.Namespace, ref.Name, secretKey(ref))
+		return "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s has no key %q", app.Namespace, ref.Name, ref.KeyOrDefault())
 	}
 	return key, nil
 }
@@ -133,7 +124,7 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 // revision and images on status.
 func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) error {
 	app := p.app
-	want := DesiredBuildFor(app, p.now, p.forceRefresh)
+	want := build.DesiredFor(app, p.now, p.forceRefresh)
 	last := app.Status.Build
 	if last != nil && last.Job == want.Name && last.CompletionTime != nil {
 		if last.Message != "" {
@@ -156,23 +147,28 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		}
 		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded}
 	}
-	if state.Started {
-		r.event(app, corev1.EventTypeNormal, "BuildStarted", "Build", "building %s (%s)", app.Spec.Flake, want.Name)
+	if state.Started && want.Background {
+		// A build in the foreground shows on Ready (BuildRunning); one in
+		// the background does not.
+		r.event(app, corev1.EventTypeNormal, "BuildStarted", "Build", "refreshing %s in the background (%s)", app.Spec.Flake, want.Name)
 	}
 
 	switch state.Phase {
-	case BuildRunning:
+	case build.Running:
 		if want.Background {
 			return nil // the deployed images keep serving meanwhile
 		}
 		setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildRunning, "building "+app.Spec.Flake)
-		p.wait = &wait{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
-		return nil
-	case BuildFailed:
+		return &waiting{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
+	case build.Failed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
 		metrics.BuildFinished(metrics.ResultFailed, buildDuration(app.Status.Build))
 		app.Status.Build.Message = truncate(state.Message, 2048)
-		r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonBuildFailed, "Build", "build %s failed", want.Name)
+		if want.Background {
+			// Ready stays as it is; a failed first build is evented by
+			// Ready's change to BuildFailed.
+			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonBuildFailed, "Build", "background build %s failed; the deployed images keep running", want.Name)
+		}
 		return r.buildFailed(p, want, state.Message)
 	}
 
@@ -202,7 +198,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 // retries it. A failed background build only sets Built: the images built
 // from the spec keep running and the pass goes on (no flapping of Ready
 // between refreshes).
-func (r *HerokuNixAppReconciler) buildFailed(p *pass, want DesiredBuild, msg string) error {
+func (r *HerokuNixAppReconciler) buildFailed(p *pass, want build.Desired, msg string) error {
 	setCondition(p.app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildFailed, msg)
 	if want.Background {
 		return nil

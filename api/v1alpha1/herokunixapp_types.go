@@ -138,6 +138,15 @@ type SecretKeyRef struct {
 	Key string `json:"key,omitempty"`
 }
 
+// KeyOrDefault is Key, or the CRD's default when the object was made
+// without the API server's defaulting (in tests, or by a client-side tool).
+func (r SecretKeyRef) KeyOrDefault() string {
+	if r.Key == "" {
+		return "apiKey"
+	}
+	return r.Key
+}
+
 // BuildOptions tunes the Nix build. Everything is optional.
 type BuildOptions struct {
 	// Image is the Nix image the build container runs.
@@ -184,6 +193,37 @@ type BuildOptions struct {
 	// +kubebuilder:default=32
 	// +optional
 	MaxLayers *int32 `json:"maxLayers,omitempty"`
+
+	// NodeSelector places the build pod on matching nodes (e.g. builders
+	// with large disks). Where a build runs does not change what it builds,
+	// so placement fields never start a new build.
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations let the build pod run on tainted (dedicated) nodes.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity constrains the build pod's node (and pod) placement.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// PriorityClassName is the build pod's PriorityClass.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// ServiceAccountName runs the build pod as this ServiceAccount of the
+	// namespace, for identities bound to it outside the Kubernetes API
+	// (e.g. a workload identity a binary cache trusts). Its API token is
+	// still never mounted: the build container runs the flake's code.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 }
 
 // DeletionPolicy is what deleting the resource does to the Heroku app.

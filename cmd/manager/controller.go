@@ -2,19 +2,17 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -23,8 +21,8 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
-	"github.com/herokunix/herokunix/internal/localenv"
 	"github.com/herokunix/herokunix/internal/metrics"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 )
@@ -43,8 +41,6 @@ type controllerFlags struct {
 	requestsPerHour        int
 	toolsImage, nixImage   string
 	workDir                string
-	local                  string
-	keepRunning            bool
 	nixOffline             bool
 }
 
@@ -63,9 +59,8 @@ func runController(args []string) error {
 	fs.StringVar(&f.toolsImage, "tools-image", "ghcr.io/herokunix/herokunix:"+Version, "image of this binary, run by build Jobs")
 	fs.StringVar(&f.nixImage, "nix-image", "nixos/nix:2.24.9", "default Nix image of build Jobs")
 	fs.StringVar(&f.workDir, "work-dir", os.TempDir(), "workspaces of the local builder")
-	fs.StringVar(&f.local, "local", "auto", "embedded local default (control plane, Heroku stand-in, registry, local builder): auto (when no cluster is configured), always or never")
 	fs.BoolVar(&f.nixOffline, "nix-offline", false, "local builder: use no binary cache")
-	fs.BoolVar(&f.keepRunning, "keep-running", false, "local default: keep running after the sample is Ready")
+	rf := bindReceiverFlags(fs)
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -75,65 +70,22 @@ func runController(args []string) error {
 	log := ctrl.Log.WithName("setup")
 
 	ctx := ctrl.SetupSignalHandler()
-	var cfg *rest.Config
-	var env *localenv.Env
-	if useLocal(f.local) {
-		log.Info("no cluster configured: starting the embedded local default")
-		var err error
-		env, err = localenv.Start(ctx, localenv.Options{Log: ctrl.Log.WithName("local")})
-		if err != nil {
-			return fmt.Errorf("starting the local default: %w", err)
-		}
-		defer env.Stop()
-		cfg = env.Config
-		f.builder, f.herokuAPIURL, f.registryHost, f.insecureRegistry, f.nixOffline = "local", env.HerokuAPIURL, env.RegistryHost, true, true
-		f.metricsAddr, f.probeAddr = "0", "127.0.0.1:0"
-	} else {
-		var err error
-		if cfg, err = ctrl.GetConfig(); err != nil {
-			return fmt.Errorf("loading kubeconfig: %w", err)
-		}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("loading kubeconfig: %w", err)
 	}
-
 	mgr, err := newManager(ctx, cfg, f)
 	if err != nil {
 		return err
 	}
-	if env == nil {
-		if f.builder == "local" {
-			log.Info("WARNING: the local builder runs flake builds in this process, with its service account and its Heroku keys in reach; use it only for trusted flakes")
-		}
-		log.Info("starting manager", "version", Version, "builder", f.builder)
-		return mgr.Start(ctx)
-	}
-	errc := make(chan error, 1)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() { errc <- mgr.Start(runCtx) }()
-	if err := env.DeploySample(ctx, os.Stdout); err != nil {
+	if err := addReceiver(mgr, rf); err != nil {
 		return err
 	}
-	if f.keepRunning {
-		return <-errc
+	if f.builder == "local" {
+		log.Info("WARNING: the local builder runs flake builds in this process, with its service account and its Heroku keys in reach; use it only for trusted flakes")
 	}
-	cancel()
-	return <-errc
-}
-
-// useLocal decides whether to start the embedded local default.
-func useLocal(mode string) bool {
-	switch mode {
-	case "always":
-		return true
-	case "never":
-		return false
-	}
-	if os.Getenv("KUBECONFIG") != "" || os.Getenv("KUBERNETES_SERVICE_HOST") != "" {
-		return false
-	}
-	home, _ := os.UserHomeDir()
-	_, err := os.Stat(filepath.Join(home, clientcmd.RecommendedHomeDir, clientcmd.RecommendedFileName))
-	return errors.Is(err, os.ErrNotExist)
+	log.Info("starting manager", "version", Version, "builder", f.builder)
+	return mgr.Start(ctx)
 }
 
 func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.Manager, error) {
@@ -152,7 +104,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 		LeaderElection:                f.leaderElect,
 		LeaderElectionID:              "herokunix.dev",
 		LeaderElectionReleaseOnCancel: true,
-		GracefulShutdownTimeout:       ptrDuration(30 * time.Second),
+		GracefulShutdownTimeout:       ptr.To(30 * time.Second),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating manager: %w", err)
@@ -164,16 +116,14 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 		return nil, err
 	}
 
-	var builder controllers.Builder
+	var builder build.Builder
 	var buildEvents chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
 	switch f.builder {
 	case "job":
-		builder = &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{
-			Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost,
-		}}
+		builder = build.NewJobBuilder(mgr, build.JobImages{Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost})
 	case "local":
 		buildEvents = make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 64)
-		builder = &controllers.LocalBuilder{
+		builder = &build.LocalBuilder{
 			Nix:              nixbuild.Nix{Offline: f.nixOffline},
 			RegistryHost:     f.registryHost,
 			InsecureRegistry: f.insecureRegistry,
@@ -184,25 +134,22 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 		return nil, fmt.Errorf("--builder must be job or local, not %q", f.builder)
 	}
 
-	r := &controllers.HerokuNixAppReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    scheme,
-		Recorder:  mgr.GetEventRecorder("herokunix"),
-		Builder:   builder,
-		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {
+	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
+		Builder: builder,
+		NewHeroku: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{
 				APIKey: key, BaseURL: f.herokuAPIURL, RegistryHost: f.registryHost,
 				RequestsPerHour: f.requestsPerHour, UserAgent: "herokunix/" + Version,
 				HTTPClient: &http.Client{Timeout: 30 * time.Second},
 				Observer:   metrics.HerokuObserver{},
 			})
-		}},
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("making the reconciler: %w", err)
 	}
 	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: f.concurrency, BuildEvents: buildEvents}); err != nil {
 		return nil, fmt.Errorf("setting up controller: %w", err)
 	}
 	return mgr, nil
 }
-
-func ptrDuration(d time.Duration) *time.Duration { return &d }

@@ -15,9 +15,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
-	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 	"github.com/herokunix/herokunix/test/herokustub"
 )
 
@@ -55,7 +56,7 @@ func managerBinary(t *testing.T) string {
 // termination message must be a result the controller accepts, naming an
 // image the Heroku registry stand-in holds.
 func TestBuildJobContainersRunAsTheJobRunsThem(t *testing.T) {
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	bin := managerBinary(t)
 	const key, appName = "job-test-key", "acme-shop"
 	stub := herokustub.New(herokustub.Options{APIKey: key})
@@ -67,13 +68,13 @@ func TestBuildJobContainersRunAsTheJobRunsThem(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "shop", Namespace: "team-a"},
 		Spec: herokunixv1.HerokuNixAppSpec{
 			AppName:              appName,
-			Flake:                fixtures.Prepare(t, fixtures.Closure),
+			Flake:                fixturestest.Prepare(t, fixtures.Closure),
 			Processes:            map[string]herokunixv1.Process{"web": {Attribute: "packages.x86_64-linux.web", Command: []string{"bin/server"}}},
 			CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"},
 		},
 	}
-	job, err := controllers.DesiredBuildJob(app, controllers.DesiredBuildFor(app, time.Now(), false),
-		controllers.JobImages{Tools: "tools", Nix: "nix", RegistryHost: strings.TrimPrefix(reg.URL, "http://")})
+	job, err := build.DesiredJob(app, build.DesiredFor(app, time.Now(), false),
+		build.JobImages{Tools: "tools", Nix: "nix", RegistryHost: strings.TrimPrefix(reg.URL, "http://")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 )
 
 func TestKstatus(t *testing.T) {
-	for _, c := range statusCases {
+	for _, c := range statusCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			res, err := status.Compute(c.unstructured(t))
 			if err != nil {

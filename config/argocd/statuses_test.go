@@ -1,11 +1,14 @@
 // Package argocd_test checks how tools outside herokunix read a
 // HerokuNixApp's status: Argo CD through health.lua, and kstatus (cli-utils,
 // as used by kpt, Config Sync and Flux's health checks). Both tests run over
-// one table of statuses, each as summarize() in
-// controllers/herokunixapp_controller.go writes it at the end of a pass.
+// one table of statuses: those controllers.conclude writes at the end of a
+// pass, read from controllers/testdata/statuses.yaml (which the controllers
+// test renders from conclude and keeps current), and a few written here
+// that conclude does not produce (before the first pass, defensive ones).
 package argocd_test
 
 import (
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,18 +34,100 @@ const (
 type statusCase struct {
 	name string
 	// object is metadata (generation, deletionTimestamp…), spec overrides
-	// and status, in YAML; the rest of a valid resource is added.
+	// and status, in YAML; the rest of a valid resource is added. Rows from
+	// controllers/testdata/statuses.yaml set full instead.
 	object string
+	full   map[string]any
 	// argo is the health status; argoMessage must occur in its message.
 	argo, argoMessage string
 	kstatus           status.Status
-	// produced is false for defensive rows summarize() never writes.
+	// produced is true for what controllers.conclude writes.
 	produced bool
+}
+
+// concludedFile is what controllers.conclude writes, one resource per way
+// a pass can end.
+const concludedFile = "../../controllers/testdata/statuses.yaml"
+
+// readOf says how Argo CD and kstatus must read each status in
+// concludedFile, by the name of its row.
+var readOf = map[string]statusCase{
+	"a build is running": {argo: progressing, argoMessage: "BuildRunning: building github:acme/shop?ref=main",
+		kstatus: status.InProgressStatus},
+	"a release is running its release phase": {argo: progressing, argoMessage: "ReleasePending: release v43 is running its release phase",
+		kstatus: status.InProgressStatus},
+	"deployed": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus},
+	"deployed after a reconcile request": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus},
+	"a refresh of a moving ref failed while the release keeps running": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus},
+	// Only a person can settle observed drift.
+	"drift observed with driftPolicy Observe": {argo: degraded, argoMessage: "DriftDetected: Heroku ran v43",
+		kstatus: status.FailedStatus},
+	// The release keeps running: Ready stays True, kstatus Current.
+	"suspended after a deploy": {argo: suspended, argoMessage: "suspended", kstatus: status.CurrentStatus},
+	// kstatus reads a False Ready with neither Reconciling nor Stalled as
+	// InProgress; nothing herokunix can set says "paused" to kstatus.
+	"suspended after a spec change":        {argo: suspended, argoMessage: "suspended", kstatus: status.InProgressStatus},
+	"suspended before its first deploy":    {argo: suspended, argoMessage: "suspended", kstatus: status.InProgressStatus},
+	"retrying an error no step classified": {argo: progressing, argoMessage: "Progressing: retrying: listing resources", kstatus: status.InProgressStatus},
+	"rate limited by Heroku":               {argo: progressing, argoMessage: "RateLimited: retrying", kstatus: status.InProgressStatus},
+	"Heroku unavailable":                   {argo: progressing, argoMessage: "HerokuUnavailable: retrying", kstatus: status.InProgressStatus},
+	"Heroku accepted the images but made no release (retried)": {argo: progressing, argoMessage: "ReleaseFailed: retrying",
+		kstatus: status.InProgressStatus},
+	// kstatus reads any deletionTimestamp as Terminating.
+	"being deleted while scaling to zero is retried": {argo: progressing, argoMessage: "Deleting: retrying",
+		kstatus: status.TerminatingStatus},
+	"the build failed": {argo: degraded, argoMessage: "BuildFailed: build shop-", kstatus: status.FailedStatus},
+	"the API-key Secret is missing": {argo: degraded, argoMessage: "CredentialsNotFound: Secret team-a/heroku not found",
+		kstatus: status.FailedStatus},
+	"the Heroku app is not on the container stack":    {argo: degraded, argoMessage: "StackNotContainer:", kstatus: status.FailedStatus},
+	"the Heroku app does not exist":                   {argo: degraded, argoMessage: "AppNotFound:", kstatus: status.FailedStatus},
+	"the API key is refused":                          {argo: degraded, argoMessage: "Unauthorized:", kstatus: status.FailedStatus},
+	"Heroku refused the release":                      {argo: degraded, argoMessage: "ReleaseFailed: releasing images", kstatus: status.FailedStatus},
+	"the release phase failed":                        {argo: degraded, argoMessage: "ReleasePhaseFailed: release v43 failed", kstatus: status.FailedStatus},
+	"another resource already deploys the Heroku app": {argo: degraded, argoMessage: "AppConflict: Heroku app acme-shop is already deployed", kstatus: status.FailedStatus},
+}
+
+// statusCases are the rows of concludedFile, each with how it must be
+// read, then the rows written here.
+func statusCases(t *testing.T) []statusCase {
+	t.Helper()
+	b, err := os.ReadFile(concludedFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []struct {
+		Name   string         `json:"name"`
+		Object map[string]any `json:"object"`
+	}
+	if err := yaml.Unmarshal(b, &rows); err != nil {
+		t.Fatalf("%s: %v", concludedFile, err)
+	}
+	var out []statusCase
+	seen := map[string]bool{}
+	for _, r := range rows {
+		c, ok := readOf[r.Name]
+		if !ok {
+			t.Errorf("%s: no expectation in readOf for %q", concludedFile, r.Name)
+			continue
+		}
+		seen[r.Name] = true
+		c.name, c.full, c.produced = r.Name, r.Object, true
+		out = append(out, c)
+	}
+	for name := range readOf {
+		if !seen[name] {
+			t.Errorf("readOf has %q, which %s does not", name, concludedFile)
+		}
+	}
+	return append(out, handCases...)
 }
 
 const ts = `lastTransitionTime: "2026-01-02T03:04:05Z"`
 
-// cond is one condition in flow-style YAML, as setCondition writes it.
+// cond is one condition in flow-style YAML.
 func cond(typ, st, reason, msg string, gen int) string {
 	return "  - {type: " + typ + ", status: \"" + st + "\", reason: " + reason +
 		", message: " + strconv.Quote(msg) + ", observedGeneration: " + strconv.Itoa(gen) + ", " + ts + "}\n"
@@ -56,186 +141,36 @@ var (
 	deployedRel = "  release: {id: 01234567-89ab-cdef-0123-456789abcdef, version: 42, name: v42, status: succeeded}\n"
 )
 
-// stalledBy is what markStalled writes for a stalling step error.
-func stalledBy(reason, msg string, extra ...string) string {
-	return "status:\n  observedGeneration: 2\n  conditions:\n" +
-		cond("Stalled", "True", reason, msg, 2) + cond("Ready", "False", reason, msg, 2) + strings.Join(extra, "")
-}
-
-// reconcilingBy is what markReconciling writes for a wait or a retried error.
+// reconcilingBy is a Reconciling status, as markReconciling writes it.
 func reconcilingBy(reason, msg string, extra ...string) string {
 	return "status:\n  observedGeneration: 2\n  conditions:\n" +
 		cond("Reconciling", "True", reason, msg, 2) + cond("Ready", "False", reason, msg, 2) + strings.Join(extra, "")
 }
 
-var statusCases = []statusCase{
+// handCases are statuses conclude does not write: before the controller
+// observed a generation, and defensive ones health.lua must still read.
+var handCases = []statusCase{
 	{
 		name:   "a new resource the controller has not seen yet",
 		object: "metadata: {generation: 1}\n",
 		argo:   progressing, argoMessage: "waiting for the controller",
 		// kstatus cannot tell a resource without status from one whose
 		// controller writes none: it reads it as Current.
-		kstatus: status.CurrentStatus, produced: true,
+		kstatus: status.CurrentStatus,
 	},
 	{
 		name: "a changed spec the controller has not observed yet",
 		object: "metadata: {generation: 3}\nstatus:\n  observedGeneration: 2\n  conditions:\n" + readyOK + builtOK + releasedOK +
 			deployedRel,
 		argo: progressing, argoMessage: "waiting for the controller to observe generation 3",
-		kstatus: status.InProgressStatus, produced: true,
+		kstatus: status.InProgressStatus,
 	},
 	{
-		name: "a build is running",
-		object: reconcilingBy(herokunixv1.ReasonBuildRunning, "building github:acme/shop?ref=main",
-			cond("Built", "False", herokunixv1.ReasonBuildRunning, "building github:acme/shop?ref=main", 2)),
-		argo: progressing, argoMessage: "BuildRunning: building github:acme/shop?ref=main",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name: "a release is running its release phase",
-		object: reconcilingBy(herokunixv1.ReasonReleasePending, "release v43 is running its release phase", builtOK,
-			cond("Released", "False", herokunixv1.ReasonReleasePending, "release v43 is running its release phase", 2)),
-		argo: progressing, argoMessage: "ReleasePending: release v43 is running its release phase",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name:   "deployed",
-		object: "status:\n  observedGeneration: 2\n  conditions:\n" + builtOK + releasedOK + readyOK + deployedRel,
-		argo:   healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
-		kstatus: status.CurrentStatus, produced: true,
-	},
-	{
-		name: "a refresh of a moving ref failed while the release keeps running",
-		object: "status:\n  observedGeneration: 2\n  conditions:\n" +
-			cond("Built", "False", herokunixv1.ReasonBuildFailed, "build container exited 1: error: builder failed", 2) + releasedOK +
-			cond("Ready", "True", herokunixv1.ReasonReleased, "release v42 of acme-shop runs 9f2c1e0aa1b2; the latest refresh failed to build (see Built)", 2) +
-			deployedRel,
-		argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
-		kstatus: status.CurrentStatus, produced: true,
-	},
-	{
-		name: "drift observed with driftPolicy Observe",
-		object: "spec: {driftPolicy: Observe}\nstatus:\n  observedGeneration: 2\n  conditions:\n" + builtOK + releasedOK +
-			cond("Stalled", "True", herokunixv1.ReasonDriftDetected, "Heroku runs v43, which this resource did not make (it made v42)", 2) +
-			cond("Ready", "False", herokunixv1.ReasonDriftDetected, "Heroku runs v43, which this resource did not make (it made v42)", 2) +
-			deployedRel,
-		argo: degraded, argoMessage: "DriftDetected: Heroku runs v43",
-		// Only a person can settle observed drift.
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name: "suspended after a deploy",
-		object: "spec: {suspend: true}\nstatus:\n  observedGeneration: 2\n  conditions:\n" + builtOK + releasedOK + readyOK +
-			deployedRel,
-		argo: suspended, argoMessage: "suspended",
-		// The release keeps running: Ready stays True, kstatus Current.
-		kstatus: status.CurrentStatus, produced: true,
-	},
-	{
-		name: "suspended before its first deploy",
-		object: "spec: {suspend: true}\nstatus:\n  observedGeneration: 1\n  conditions:\n" +
-			cond("Ready", "False", herokunixv1.ReasonSuspended, "reconciliation is suspended; this spec is not deployed", 1),
-		argo: suspended, argoMessage: "suspended",
-		// kstatus reads a False Ready with neither Reconciling nor Stalled as
-		// InProgress; nothing herokunix can set says "paused" to kstatus.
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name:   "retrying an error no step classified",
-		object: reconcilingBy(herokunixv1.ReasonProgressing, "retrying: listing resources for app acme-shop: connection refused"),
-		argo:   progressing, argoMessage: "Progressing: retrying: listing resources",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name: "rate limited by Heroku",
-		object: reconcilingBy(herokunixv1.ReasonRateLimited, "retrying: reading the current release: rate limited, retry after 1m0s", builtOK,
-			cond("Released", "False", herokunixv1.ReasonRateLimited, "reading the current release: rate limited, retry after 1m0s", 2)),
-		argo: progressing, argoMessage: "RateLimited: retrying",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name: "Heroku unavailable",
-		object: reconcilingBy(herokunixv1.ReasonHerokuUnavailable, "retrying: releasing images: 503 Service Unavailable", builtOK,
-			cond("Released", "False", herokunixv1.ReasonHerokuUnavailable, "releasing images: 503 Service Unavailable", 2)),
-		argo: progressing, argoMessage: "HerokuUnavailable: retrying",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name: "Heroku accepted the images but made no release (retried)",
-		object: reconcilingBy(herokunixv1.ReasonReleaseFailed, "retrying: Heroku accepted the images but made no new release (latest is v42)", builtOK,
-			cond("Released", "False", herokunixv1.ReasonReleaseFailed, "Heroku accepted the images but made no new release (latest is v42)", 2)),
-		argo: progressing, argoMessage: "ReleaseFailed: retrying",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name: "a refresh of a moving ref failed to build (retried after the interval)",
+		name: "defensive: a retried build failure",
 		object: reconcilingBy(herokunixv1.ReasonBuildFailed, "retrying: build shop-build-7d1f3a failed; the running Heroku release is untouched: error: attribute missing",
 			cond("Built", "False", herokunixv1.ReasonBuildFailed, "error: attribute missing", 2), releasedOK, deployedRel),
 		argo: progressing, argoMessage: "BuildFailed: retrying",
-		kstatus: status.InProgressStatus, produced: true,
-	},
-	{
-		name: "being deleted while scaling to zero is retried",
-		object: "metadata: {generation: 2, deletionTimestamp: \"2026-01-02T03:04:05Z\", finalizers: [herokunix.dev/finalizer]}\n" +
-			"spec: {deletionPolicy: ScaleToZero}\n" +
-			reconcilingBy(herokunixv1.ReasonDeleting, "retrying: scaling to zero before deletion: 503 Service Unavailable", builtOK, releasedOK),
-		argo: progressing, argoMessage: "Deleting: retrying",
-		// kstatus reads any deletionTimestamp as Terminating.
-		kstatus: status.TerminatingStatus, produced: true,
-	},
-	{
-		name: "the build failed",
-		object: stalledBy(herokunixv1.ReasonBuildFailed, "build shop-build-7d1f3a failed; the running Heroku release is untouched: error: attribute missing",
-			cond("Built", "False", herokunixv1.ReasonBuildFailed, "error: attribute missing", 2)),
-		argo: degraded, argoMessage: "BuildFailed: build shop-build-7d1f3a failed",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name:   "the API-key Secret is missing",
-		object: stalledBy(herokunixv1.ReasonCredentialsNotFound, "Secret team-a/heroku not found"),
-		argo:   degraded, argoMessage: "CredentialsNotFound: Secret team-a/heroku not found",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name: "the Heroku app is not on the container stack",
-		object: stalledBy(herokunixv1.ReasonStackNotContainer, "reading Heroku app acme-shop: app acme-shop uses stack heroku-24, not container", builtOK,
-			cond("Released", "False", herokunixv1.ReasonStackNotContainer, "reading Heroku app acme-shop: app acme-shop uses stack heroku-24, not container", 2)),
-		argo: degraded, argoMessage: "StackNotContainer:",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name: "the Heroku app does not exist",
-		object: stalledBy(herokunixv1.ReasonAppNotFound, "reading Heroku app acme-shop: not found", builtOK,
-			cond("Released", "False", herokunixv1.ReasonAppNotFound, "reading Heroku app acme-shop: not found", 2)),
-		argo: degraded, argoMessage: "AppNotFound:",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name: "the API key is refused",
-		object: stalledBy(herokunixv1.ReasonUnauthorized, "reading Heroku app acme-shop: unauthorized", builtOK,
-			cond("Released", "False", herokunixv1.ReasonUnauthorized, "reading Heroku app acme-shop: unauthorized", 2)),
-		argo: degraded, argoMessage: "Unauthorized:",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name: "Heroku refused the release",
-		object: stalledBy(herokunixv1.ReasonReleaseFailed, "releasing images: invalid params", builtOK,
-			cond("Released", "False", herokunixv1.ReasonReleaseFailed, "releasing images: invalid params", 2)),
-		argo: degraded, argoMessage: "ReleaseFailed: releasing images",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name: "the release phase failed",
-		object: stalledBy(herokunixv1.ReasonReleasePhaseFailed, "release v43 failed its release phase; Heroku keeps running the previous release", builtOK,
-			cond("Released", "False", herokunixv1.ReasonReleasePhaseFailed, "release v43 failed its release phase; Heroku keeps running the previous release", 2)),
-		argo: degraded, argoMessage: "ReleasePhaseFailed: release v43 failed",
-		kstatus: status.FailedStatus, produced: true,
-	},
-	{
-		name:   "another resource already deploys the Heroku app",
-		object: stalledBy(herokunixv1.ReasonAppConflict, "Heroku app acme-shop is already deployed by HerokuNixApp team-b/shop; delete one of them"),
-		argo:   degraded, argoMessage: "AppConflict: Heroku app acme-shop is already deployed",
-		kstatus: status.FailedStatus, produced: true,
+		kstatus: status.InProgressStatus,
 	},
 	{
 		name:   "defensive: Ready False alone",
@@ -269,22 +204,25 @@ spec:
 // unstructured returns the case's resource, checked against the API types.
 func (c statusCase) unstructured(t *testing.T) *unstructured.Unstructured {
 	t.Helper()
-	var obj, over map[string]any
-	if err := yaml.Unmarshal([]byte(base), &obj); err != nil {
-		t.Fatal(err)
-	}
-	if err := yaml.Unmarshal([]byte(c.object), &over); err != nil {
-		t.Fatalf("%s: %v", c.name, err)
-	}
-	for _, k := range []string{"metadata", "spec"} {
-		if m, ok := over[k].(map[string]any); ok {
-			for kk, v := range m {
-				obj[k].(map[string]any)[kk] = v
+	obj := c.full
+	if obj == nil {
+		var over map[string]any
+		if err := yaml.Unmarshal([]byte(base), &obj); err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal([]byte(c.object), &over); err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		for _, k := range []string{"metadata", "spec"} {
+			if m, ok := over[k].(map[string]any); ok {
+				for kk, v := range m {
+					obj[k].(map[string]any)[kk] = v
+				}
 			}
 		}
-	}
-	if st, ok := over["status"]; ok {
-		obj["status"] = st
+		if st, ok := over["status"]; ok {
+			obj["status"] = st
+		}
 	}
 	// Every case must be a HerokuNixApp the API could hold.
 	b, err := yaml.Marshal(obj)
@@ -308,12 +246,12 @@ func (c statusCase) unstructured(t *testing.T) *unstructured.Unstructured {
 }
 
 // TestStatusTableIsWhatSummarizeWrites checks each produced case against
-// the rules of summarize(): Ready is always set; at most one of Stalled and
+// the rules of controllers.conclude: Ready is always set; at most one of Stalled and
 // Reconciling is True and Ready then carries its reason and message; every
 // reason in api/v1alpha1/conditions.go appears.
 func TestStatusTableIsWhatSummarizeWrites(t *testing.T) {
 	seen := map[string]bool{}
-	for _, c := range statusCases {
+	for _, c := range statusCases(t) {
 		var app herokunixv1.HerokuNixApp
 		u := c.unstructured(t)
 		b, _ := yaml.Marshal(u.Object)
@@ -333,7 +271,7 @@ func TestStatusTableIsWhatSummarizeWrites(t *testing.T) {
 		}
 		ri, ok := conds[herokunixv1.ConditionReady]
 		if !ok {
-			t.Errorf("%s: summarize always sets Ready", c.name)
+			t.Errorf("%s: conclude always sets Ready", c.name)
 			continue
 		}
 		ready := app.Status.Conditions[ri]
@@ -341,7 +279,7 @@ func TestStatusTableIsWhatSummarizeWrites(t *testing.T) {
 		ci, reconciling := conds[herokunixv1.ConditionReconciling]
 		switch {
 		case stalled && reconciling:
-			t.Errorf("%s: summarize never leaves both Stalled and Reconciling", c.name)
+			t.Errorf("%s: conclude never leaves both Stalled and Reconciling", c.name)
 		case stalled || reconciling:
 			lead := app.Status.Conditions[si]
 			if reconciling {

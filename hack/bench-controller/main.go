@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -42,6 +41,7 @@ import (
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/localenv"
@@ -103,7 +103,7 @@ func run(n, concurrency int) error {
 	for i := range n {
 		app := fmt.Sprintf("bench-%04d", i)
 		stub.CreateApp(app, "container")
-		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, app, remote.WithAuth(&authn.Basic{Username: "_", Password: key}))
+		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, app, remote.WithAuth(heroku.RegistryAuth(key)))
 		if err != nil {
 			return err
 		}
@@ -115,12 +115,14 @@ func run(n, concurrency int) error {
 	if err != nil {
 		return err
 	}
-	r := &controllers.HerokuNixAppReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Recorder: mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}},
-		Heroku: &controllers.HerokuClients{New: func(k string) (controllers.HerokuAPI, error) {
+	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
+		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}),
+		NewHeroku: func(k string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: k, BaseURL: api.URL, RegistryHost: registryHost, RequestsPerHour: 4500})
-		}},
+		},
+	})
+	if err != nil {
+		return err
 	}
 	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return err
@@ -243,7 +245,7 @@ func playKubelet(ctx context.Context, c client.Client, results []*artifact.Resul
 				continue
 			}
 			var idx int
-			if _, err := fmt.Sscanf(job.Labels[controllers.LabelApp], "app-%04d", &idx); err != nil {
+			if _, err := fmt.Sscanf(job.Labels[build.LabelApp], "app-%04d", &idx); err != nil {
 				continue
 			}
 			_ = kubelet.CompleteJob(ctx, c, job, results[idx])

@@ -202,6 +202,15 @@ type request struct {
 	rng    string // Range header
 	// free marks calls Heroku does not count (GET /account/rate-limits).
 	free bool
+	// answer, when set, receives the status and headers of a 2xx answer
+	// (paging reads Next-Range).
+	answer *answer
+}
+
+// answer is what a call keeps of a 2xx response besides its body.
+type answer struct {
+	status int
+	header http.Header
 }
 
 const (
@@ -259,6 +268,9 @@ func (c *Client) do(ctx context.Context, r request, v any) (err error) {
 	status = resp.StatusCode
 	c.recordRemaining(resp.Header)
 
+	if r.answer != nil {
+		r.answer.status, r.answer.header = resp.StatusCode, resp.Header
+	}
 	if resp.StatusCode/100 != 2 {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 		e := parseError(resp.StatusCode, resp.Header, body, c.now())

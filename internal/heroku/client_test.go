@@ -115,12 +115,12 @@ func TestReleaseImagesReleasesAllProcessTypesInOneRelease(t *testing.T) {
 	web, worker := e.push(t, "shop/web"), e.push(t, "shop/worker")
 	e.stub.ResetCalls()
 
-	rel, released, err := e.client.ReleaseImages(context.Background(), "shop", map[string]string{"web": web, "worker": worker})
+	rel, outcome, err := e.client.ReleaseImages(context.Background(), "shop", map[string]string{"web": web, "worker": worker})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !released || rel.Version != 3 || rel.Status != ReleaseSucceeded || !rel.Current {
-		t.Errorf("released = %v, release = %+v", released, rel)
+	if outcome != Released || rel.Version != 3 || rel.Status != ReleaseSucceeded || !rel.Current {
+		t.Errorf("outcome = %v, release = %+v", outcome, rel)
 	}
 	rels := e.stub.Releases("shop")
 	last := rels[len(rels)-1]
@@ -196,9 +196,9 @@ func TestReleaseImagesReportsNothingReleasedWhenTheLatestReleaseIsUnchanged(t *t
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, released, err := c.ReleaseImages(context.Background(), "shop", map[string]string{"web": "sha256:" + strings.Repeat("a", 64)})
-	if err != nil || released || r.Version != 7 {
-		t.Errorf("release = %+v, released = %v, err = %v", r, released, err)
+	r, outcome, err := c.ReleaseImages(context.Background(), "shop", map[string]string{"web": "sha256:" + strings.Repeat("a", 64)})
+	if err != nil || outcome != NotReleased || r.Version != 7 {
+		t.Errorf("release = %+v, outcome = %v, err = %v", r, outcome, err)
 	}
 	if n, ok := c.RateLimitRemaining(); !ok || n != 4000 {
 		t.Errorf("remaining = %d, %v", n, ok)
@@ -209,11 +209,11 @@ func TestReleasePhaseKeepsTheReleasePendingUntilItSucceeds(t *testing.T) {
 	e := newEnv(t)
 	e.stub.CreateApp("shop", "container")
 	images := map[string]string{"web": e.push(t, "shop/web"), "release": e.push(t, "shop/release")}
-	rel, released, err := e.client.ReleaseImages(context.Background(), "shop", images)
+	rel, outcome, err := e.client.ReleaseImages(context.Background(), "shop", images)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !released || rel.Status != ReleasePending || rel.Current || rel.OutputStreamURL == "" {
+	if outcome != Released || rel.Status != ReleasePending || rel.Current || rel.OutputStreamURL == "" {
 		t.Fatalf("release = %+v", rel)
 	}
 	if err := e.stub.CompletePendingRelease("shop", true); err != nil {

@@ -155,9 +155,9 @@ func TestHerokuCLIContainerReleaseSequence(t *testing.T) {
 		t.Fatalf("config:set: %v %v", resp, err)
 	}
 	e.stub.ResetCalls()
-	rel, released, err := e.client.ReleaseImages(context.Background(), "shop", map[string]string{"web": web, "worker": worker})
-	if err != nil || released || rel.Version != 4 {
-		t.Fatalf("ReleaseImages = %+v, %v, %v", rel, released, err)
+	rel, outcome, err := e.client.ReleaseImages(context.Background(), "shop", map[string]string{"web": web, "worker": worker})
+	if err != nil || outcome != NotReleased || rel.Version != 4 {
+		t.Fatalf("ReleaseImages = %+v, %v, %v", rel, outcome, err)
 	}
 	if _, err := e.client.Release(context.Background(), "shop", rel.ID); err != nil {
 		t.Fatal(err)

@@ -30,14 +30,14 @@ func TestARepeatedReleaseWhileTheFirstIsPendingSendsNothing(t *testing.T) {
 	e := newEnv(t)
 	e.stub.CreateApp("shop", "container")
 	images := map[string]string{"web": e.push(t, "shop/web"), "release": e.push(t, "shop/release")}
-	first, released, err := e.client.ReleaseImages(t.Context(), "shop", images)
-	if err != nil || !released || first.Status != ReleasePending {
-		t.Fatalf("first release: %+v %v %v", first, released, err)
+	first, outcome, err := e.client.ReleaseImages(t.Context(), "shop", images)
+	if err != nil || outcome != Released || first.Status != ReleasePending {
+		t.Fatalf("first release: %+v %v %v", first, outcome, err)
 	}
 	e.stub.ResetCalls()
-	again, released, err := e.client.ReleaseImages(t.Context(), "shop", images)
-	if err != nil || released || again.ID != first.ID {
-		t.Fatalf("repeated release: %+v %v %v; want the pending %s back", again, released, err, first.ID)
+	again, outcome, err := e.client.ReleaseImages(t.Context(), "shop", images)
+	if err != nil || outcome != AlreadyDeployed || again.ID != first.ID {
+		t.Fatalf("repeated release: %+v %v %v; want the pending %s back", again, outcome, err, first.ID)
 	}
 	for _, c := range e.apiCalls() {
 		if c.IsWrite() {

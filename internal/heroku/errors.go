@@ -88,7 +88,13 @@ type Error struct {
 	StatusCode int
 	ID         string // Heroku's error id, e.g. "not_found", "rate_limit"
 	Message    string
-	RequestID  string
+	// Resource is what a not_found answer says is missing ("app",
+	// "release", "formation", …): a missing process type is not a missing
+	// app.
+	Resource string
+	// URL is the documentation Heroku points to (a 429 carries one).
+	URL       string
+	RequestID string
 	// RetryAfter is how long to wait before trying again; set for
 	// KindRateLimited and KindUnavailable.
 	RetryAfter time.Duration
@@ -107,6 +113,9 @@ func (e *Error) Error() string {
 	}
 	if e.StatusCode != 0 {
 		fmt.Fprintf(&b, " (HTTP %d)", e.StatusCode)
+	}
+	if e.Resource != "" {
+		fmt.Fprintf(&b, " [%s]", e.Resource)
 	}
 	if e.Message != "" {
 		b.WriteString(": ")
@@ -155,6 +164,34 @@ func (e *StackError) Error() string {
 		e.App, e.Stack, e.BuildStack, e.App)
 }
 
+// IsNotFound says whether err is Heroku's not_found for the given resource
+// ("app", "release", "formation", …), so that a missing process type is not
+// taken for a missing app.
+func IsNotFound(err error, resource string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind == KindNotFound && e.Resource == resource
+}
+
+// ErrUnsupportedGeneration matches a *GenerationError.
+var ErrUnsupportedGeneration = errors.New("heroku: the app's generation takes no container images")
+
+// GenerationError says the app is of a generation that cannot take
+// container images: Fir ("Docker and monorepo apps are unsupported on
+// Fir"; its stack is always cnb, so `heroku stack:set container` cannot
+// help). App returns it before any registry or formation call is made.
+type GenerationError struct {
+	App        string
+	Generation string
+}
+
+func (e *GenerationError) Error() string {
+	return fmt.Sprintf("heroku app %q is a %s-generation app, which cannot run container images; use a Cedar app on the container stack",
+		e.App, e.Generation)
+}
+
+// Is makes errors.Is(err, ErrUnsupportedGeneration) work.
+func (e *GenerationError) Is(target error) bool { return target == ErrUnsupportedGeneration }
+
 // maxErrorMessage bounds what an error answer can put into an error string.
 const maxErrorMessage = 512
 
@@ -165,10 +202,20 @@ func parseError(status int, h http.Header, body []byte, now time.Time) *Error {
 	var b struct {
 		ID      string `json:"id"`
 		Message string `json:"message"`
+		// Error holds the text of missing_version answers instead of
+		// Message (heroku.md "Platform API in general").
+		Error    string `json:"error"`
+		Resource string `json:"resource"`
+		URL      string `json:"url"`
 	}
 	if json.Unmarshal(body, &b) == nil {
 		e.ID = sanitize(b.ID, 64)
 		e.Message = sanitize(b.Message, maxErrorMessage)
+		if e.Message == "" {
+			e.Message = sanitize(b.Error, maxErrorMessage)
+		}
+		e.Resource = sanitize(b.Resource, 64)
+		e.URL = sanitize(b.URL, 256)
 	}
 	if e.Message == "" {
 		e.Message = http.StatusText(status)

@@ -3,6 +3,7 @@ package heroku
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"sort"
@@ -17,39 +18,99 @@ type App struct {
 	Name   string
 	Stack  string
 	WebURL string
+	// Generation is "cedar" or "fir" (GenerationCedar, GenerationFir), or
+	// "" when Heroku's answer has none.
+	Generation string
+	// BuildStack is the stack the next release uses.
+	BuildStack string
 }
 
-// App reads the app. It returns a *StackError when neither the app's stack
-// nor its build stack is "container" (after `heroku stack:set container`
-// the build stack changes at once and the stack at the next release).
+// Generations of Heroku apps (Dev Center "Generations").
+const (
+	GenerationCedar = "cedar"
+	GenerationFir   = "fir"
+)
+
+// appAnswer is GET /apps/{app}. heroku-go v5's App lacks "generation",
+// which Heroku sends (heroku-go v6 schema).
+type appAnswer struct {
+	hk.App
+	Generation *struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"generation"`
+}
+
+// App reads the app. It returns a *GenerationError for a Fir app, which
+// takes no container images whatever its stack, and a *StackError when
+// neither the app's stack nor its build stack is "container" (after
+// `heroku stack:set container` the build stack changes at once and the
+// stack at the next release). An answer without a generation is taken as
+// Cedar, the only generation before Fir.
 func (c *Client) App(ctx context.Context, app string) (*App, error) {
-	var a hk.App
+	a, err := c.AppInfo(ctx, app)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.CheckContainerReady(); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// AppInfo reads the app without judging it; CheckContainerReady does that.
+func (c *Client) AppInfo(ctx context.Context, app string) (*App, error) {
+	var a appAnswer
 	if err := c.do(ctx, request{op: "app.info", method: "GET", path: "/apps/" + url.PathEscape(app)}, &a); err != nil {
 		return nil, err
 	}
-	if a.Stack.Name != "container" && a.BuildStack.Name != "container" {
-		return nil, &StackError{App: a.Name, Stack: a.Stack.Name, BuildStack: a.BuildStack.Name}
+	out := &App{Name: a.Name, Stack: a.Stack.Name, WebURL: a.WebURL, BuildStack: a.BuildStack.Name}
+	if a.Generation != nil {
+		out.Generation = a.Generation.Name
 	}
-	return &App{Name: a.Name, Stack: a.Stack.Name, WebURL: a.WebURL}, nil
+	return out, nil
 }
 
-// Release statuses.
+// CheckContainerReady says why the app cannot take container images: a
+// *GenerationError (Fir), a *StackError (not on the container stack), or
+// nil.
+func (a *App) CheckContainerReady() error {
+	if a.Generation == GenerationFir {
+		return &GenerationError{App: a.Name, Generation: a.Generation}
+	}
+	if a.Stack != "container" && a.BuildStack != "container" {
+		return &StackError{App: a.Name, Stack: a.Stack, BuildStack: a.BuildStack}
+	}
+	return nil
+}
+
+// Release statuses. A legacy release may have no status (null), which
+// reads as "": it is neither success nor failure.
 const (
 	ReleasePending   = "pending"
 	ReleaseSucceeded = "succeeded"
 	ReleaseFailed    = "failed"
+	// ReleaseExpired: Heroku destroyed the release's artifacts (releases
+	// older than 30 days and more than 20 back, since 2025-10-01); it
+	// cannot be rolled back to and its images may be gone.
+	ReleaseExpired = "expired"
 )
 
 // Release is a Heroku release.
 type Release struct {
-	ID              string
-	Version         int
-	Status          string // pending, succeeded or failed
+	ID      string
+	Version int
+	// Status is pending, succeeded, failed, expired, or "" (null, legacy).
+	Status          string
 	Current         bool
 	Description     string
 	OutputStreamURL string
 	CreatedAt       time.Time
 }
+
+// Succeeded says whether the release's release phase (if any) succeeded.
+// Expired and null statuses are not success.
+func (r *Release) Succeeded() bool { return r.Status == ReleaseSucceeded }
 
 func fromHK(r *hk.Release) *Release {
 	out := &Release{ID: r.ID, Version: r.Version, Status: r.Status, Current: r.Current,
@@ -99,6 +160,42 @@ func (c *Client) ReleasesSince(ctx context.Context, app string, version, max int
 	return out, nil
 }
 
+// maxPages bounds how many pages ReleasesAfter reads (1,000 releases a
+// page): far more releases than an app makes between two resyncs.
+const maxPages = 100
+
+// ReleasesAfter lists every release of the app after version, oldest
+// first, however many there are: it asks with Heroku's exclusive start
+// (`Range: version ]<version>..; max=1000`) and follows Next-Range while
+// Heroku answers 206.
+func (c *Client) ReleasesAfter(ctx context.Context, app string, version int) ([]*Release, error) {
+	rng := fmt.Sprintf("version ]%d..; max=%d", version, maxPageSize)
+	var out []*Release
+	for page := 0; ; page++ {
+		if page == maxPages {
+			return nil, &Error{Kind: KindOther, Message: fmt.Sprintf("release.list: more than %d pages of releases after v%d", maxPages, version)}
+		}
+		var list []hk.Release
+		var ans answer
+		err := c.do(ctx, request{op: "release.list", method: "GET",
+			path: "/apps/" + url.PathEscape(app) + "/releases", rng: rng, answer: &ans}, &list)
+		if err != nil {
+			return nil, err
+		}
+		for i := range list {
+			out = append(out, fromHK(&list[i]))
+		}
+		next := ans.header.Get("Next-Range")
+		if ans.status != http.StatusPartialContent || next == "" || len(list) == 0 {
+			return out, nil
+		}
+		rng = next
+	}
+}
+
+// maxPageSize is the largest page Heroku serves.
+const maxPageSize = 1000
+
 // Release reads one release by id (or version).
 func (c *Client) Release(ctx context.Context, app, id string) (*Release, error) {
 	var r hk.Release
@@ -126,25 +223,39 @@ type dockerReleaseBody struct {
 	Updates []dockerUpdate `json:"updates"`
 }
 
+// ReleaseOutcome says what ReleaseImages did.
+type ReleaseOutcome int
+
+const (
+	// Released: Heroku made a new release, the latest.
+	Released ReleaseOutcome = iota + 1
+	// AlreadyDeployed: the latest release deploys these images already (a
+	// repeated call after a lost answer, or from stale state); nothing was
+	// sent.
+	AlreadyDeployed
+	// NotReleased: the images were sent but Heroku made no new release. It
+	// ignores a release of the images its current release runs; the latest
+	// release (if any) is someone else's.
+	NotReleased
+)
+
 // ReleaseImages releases images (process type → image ID, the config digest
 // "sha256:…") in one docker-releases formation PATCH, as `heroku
-// container:release` does: latest release, PATCH, latest release again. rel
-// is the latest release afterwards; released is false when its id did not
-// change (Heroku made no new release: it ignores a release of the images
-// its current release runs), or when the latest release already deploys
-// these images (a repeated call; then nothing is sent). It needs three calls of budget up
-// front so a release is not left half-observed by the client-side limiter.
-func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (rel *Release, released bool, err error) {
+// container:release` does: latest release, PATCH, latest release again. It
+// returns the latest release afterwards (nil when Heroku lists none) and
+// what happened. It needs three calls of budget up front so a release is
+// not left half-observed by the client-side limiter.
+func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (*Release, ReleaseOutcome, error) {
 	if len(images) == 0 {
-		return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
+		return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
 	}
 	body := dockerReleaseBody{}
 	for typ, id := range images {
 		if !processTypeRE.MatchString(typ) {
-			return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
+			return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
 		}
 		if !imageIDRE.MatchString(id) {
-			return nil, false, &Error{Kind: KindInvalidParams, ID: "invalid_params",
+			return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params",
 				Message: fmt.Sprintf("image ID for %q must be a config digest sha256:<64 hex>", typ)}
 		}
 		body.Updates = append(body.Updates, dockerUpdate{Type: typ, DockerImage: id})
@@ -152,34 +263,33 @@ func (c *Client) ReleaseImages(ctx context.Context, app string, images map[strin
 	sort.Slice(body.Updates, func(i, j int) bool { return body.Updates[i].Type < body.Updates[j].Type })
 
 	if wait, ok := c.limiter.peek(c.now(), 3); !ok {
-		return nil, false, &Error{Kind: KindRateLimited, ID: "rate_limit",
+		return nil, 0, &Error{Kind: KindRateLimited, ID: "rate_limit",
 			Message: "herokunix's share of the Heroku rate limit is too low to release", RetryAfter: wait}
 	}
 
 	before, err := c.CurrentRelease(ctx, app)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	// A repeated call (its answer was lost, or the caller looked at stale
 	// state) must not release again: Heroku would run the release phase a
 	// second time if the first is still pending.
 	if before != nil && Deploys(before, images) {
-		return before, false, nil
+		return before, AlreadyDeployed, nil
 	}
 	err = c.do(ctx, request{op: "formation.docker-release", method: "PATCH",
 		path: "/apps/" + url.PathEscape(app) + "/formation", body: body, accept: acceptDockerReleases}, nil)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
 	after, err := c.CurrentRelease(ctx, app)
 	if err != nil {
-		return nil, false, err
+		return nil, 0, err
 	}
-	if after == nil {
-		return nil, false, nil
+	if after == nil || (before != nil && before.ID == after.ID) {
+		return after, NotReleased, nil
 	}
-	released = before == nil || before.ID != after.ID
-	return after, released, nil
+	return after, Released, nil
 }
 
 // Deploys says whether Heroku describes rel as the deploy of exactly these
@@ -202,6 +312,36 @@ func Deploys(rel *Release, images map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// Rollback makes a new release that runs the images of release id (or
+// version), as `heroku rollback` does. Like every new release it runs the
+// release phase when the app's formation holds a release image.
+func (c *Client) Rollback(ctx context.Context, app, id string) (*Release, error) {
+	var r hk.Release
+	err := c.do(ctx, request{op: "release.rollback", method: "POST",
+		path: "/apps/" + url.PathEscape(app) + "/releases", body: map[string]string{"release": id}}, &r)
+	if err != nil {
+		return nil, err
+	}
+	return fromHK(&r), nil
+}
+
+// RemoveProcessType removes a process type's image from the app, as
+// `heroku container:rm` does: PATCH /apps/{app}/formation/{type} with
+// {"docker_image": null} under the docker-releases Accept. It is the only
+// way: a type left out of a later release keeps its old image. Removing
+// "release" stops Heroku from running the old release command before every
+// later release. A type the app lacks is a not_found error whose Resource
+// is not "app".
+func (c *Client) RemoveProcessType(ctx context.Context, app, processType string) error {
+	if !processTypeRE.MatchString(processType) {
+		return &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", processType)}
+	}
+	return c.do(ctx, request{op: "formation.remove", method: "PATCH",
+		path:   "/apps/" + url.PathEscape(app) + "/formation/" + url.PathEscape(processType),
+		body:   map[string]any{"docker_image": nil},
+		accept: acceptDockerReleases}, nil)
 }
 
 // Formation is one process type's dynos.

@@ -32,6 +32,7 @@ import (
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 const (
@@ -45,7 +46,7 @@ const (
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
 func nixOptions(t *testing.T) nixbuild.Nix {
 	t.Helper()
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	opts := nixbuild.Nix{Offline: true, Timeout: 10 * time.Minute}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr
@@ -222,7 +223,7 @@ func TestBuildPushAndRun(t *testing.T) {
 		{"nix2container", fixtures.Nix2Container, artifact.BuildProcess{Attribute: pkgs + "image"}},
 	} {
 		if refs[tc.fixture] == "" {
-			refs[tc.fixture] = fixtures.Prepare(t, tc.fixture)
+			refs[tc.fixture] = fixturestest.Prepare(t, tc.fixture)
 		}
 		t.Run(tc.name, func(t *testing.T) {
 			ws := build(t, opts, refs[tc.fixture], tc.process)
@@ -277,7 +278,7 @@ func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 	}
 
 	opts := nixOptions(t)
-	flake := fixtures.Prepare(t, fixtures.Closure)
+	flake := fixturestest.Prepare(t, fixtures.Closure)
 
 	here := newRegistry(t)
 	pushed := push(t, build(t, opts, flake, proc), here)

@@ -3,6 +3,10 @@
 // local control plane (the envtest kube-apiserver and etcd), the Heroku
 // stand-in (Platform API and registry) on loopback, and deploys the sample
 // HerokuNixApp, built from a fixture flake with the local Nix.
+//
+// It is built from test stand-ins (test/herokustub, test/dyno,
+// test/fixtures), so only developer tools import it (cmd/local behind
+// `make run`, hack/bench-controller) and tests; never cmd/manager.
 package localenv
 
 import (
@@ -23,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
@@ -39,6 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/kubetable"
 	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
@@ -55,18 +59,21 @@ type Options struct {
 
 // Env is a running local default.
 type Env struct {
-	Config       *rest.Config
+	Config *rest.Config
+	// Kubeconfig is the path of a kubeconfig file for Config, for a
+	// controller run as another process.
+	Kubeconfig   string
 	HerokuAPIURL string
 	RegistryHost string
 	Stub         *herokustub.Server
 
-	apiKey   string
-	root     string
-	log      logr.Logger
-	control  *envtest.Environment
-	servers  []*http.Server
-	fixtures string
-	client   client.Client
+	apiKey  string
+	root    string
+	log     logr.Logger
+	dir     string // the kubeconfig and the sample's flake; removed by Stop
+	control *envtest.Environment
+	servers []*http.Server
+	client  client.Client
 }
 
 // Start brings the local default up.
@@ -79,8 +86,13 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		}
 		root = wd
 	}
-	e := &Env{root: root, log: opts.Log, apiKey: randomKey()}
+	dir, err := os.MkdirTemp("", "herokunix-local-")
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{root: root, log: opts.Log, apiKey: randomKey(), dir: dir}
 	if err := e.startControlPlane(); err != nil {
+		e.Stop()
 		return nil, err
 	}
 	e.Stub = herokustub.New(herokustub.Options{APIKey: e.apiKey})
@@ -126,17 +138,34 @@ func (e *Env) startControlPlane() error {
 	if err != nil {
 		return err
 	}
-	e.control = control
-	cfg, err := e.control.Start()
+	cfg, err := control.Start()
 	if err != nil {
 		return fmt.Errorf("starting the local control plane: %w", err)
 	}
-	e.Config = cfg
+	e.control, e.Config = control, cfg
+	if err := e.writeKubeconfig(); err != nil {
+		return err
+	}
 	scheme := runtime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = herokunixv1.AddToScheme(scheme)
 	e.client, err = client.New(cfg, client.Options{Scheme: scheme})
 	return err
+}
+
+// writeKubeconfig writes Kubeconfig for a cluster-admin user of the local
+// control plane.
+func (e *Env) writeKubeconfig() error {
+	user, err := e.control.AddUser(envtest.User{Name: "herokunix-local", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("adding a user to the local control plane: %w", err)
+	}
+	b, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("writing a kubeconfig for the local control plane: %w", err)
+	}
+	e.Kubeconfig = filepath.Join(e.dir, "kubeconfig")
+	return os.WriteFile(e.Kubeconfig, b, 0o600)
 }
 
 // serve runs h on a loopback port and returns host:port.
@@ -164,9 +193,7 @@ func (e *Env) Stop() {
 			e.log.Error(err, "stopping the local control plane")
 		}
 	}
-	if e.fixtures != "" {
-		_ = os.RemoveAll(e.fixtures)
-	}
+	_ = os.RemoveAll(e.dir)
 }
 
 // DeploySample creates the sample's Heroku app and API-key Secret, applies
@@ -181,10 +208,7 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	if err := yaml.UnmarshalStrict(b, &app); err != nil {
 		return fmt.Errorf("parsing the sample: %w", err)
 	}
-	if e.fixtures, err = os.MkdirTemp("", "herokunix-fixture-"); err != nil {
-		return err
-	}
-	flake, err := fixtures.PrepareIn(e.fixtures, fixtures.Closure)
+	flake, err := fixtures.PrepareIn(e.dir, fixtures.Closure)
 	if err != nil {
 		return fmt.Errorf("preparing the sample flake: %w", err)
 	}
@@ -245,7 +269,7 @@ func (e *Env) runWebDyno(ctx context.Context, out io.Writer, app *herokunixv1.He
 	if err != nil {
 		return err
 	}
-	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: "_", Password: e.apiKey}))
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithAuth(heroku.RegistryAuth(e.apiKey)))
 	if err != nil {
 		return fmt.Errorf("pulling the released web image: %w", err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 const pkgs = "packages.x86_64-linux."
@@ -30,7 +31,7 @@ const pkgs = "packages.x86_64-linux."
 // skipping the test when there is none unless HEROKUNIX_REQUIRE_NIX is set.
 func nixOptions(t *testing.T) nixbuild.Nix {
 	t.Helper()
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	opts := nixbuild.Nix{Offline: true}
 	if testing.Verbose() {
 		opts.Stderr = os.Stderr
@@ -40,7 +41,7 @@ func nixOptions(t *testing.T) nixbuild.Nix {
 
 func TestResolveReturnsALockedRef(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	locked, rev, err := nixbuild.Resolve(t.Context(), opts, ref)
 	if err != nil {
@@ -56,7 +57,7 @@ func TestResolveReturnsALockedRef(t *testing.T) {
 
 func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	ws := t.TempDir()
 
 	start := time.Now()
@@ -125,7 +126,7 @@ func TestRunExportsAPlainPackageAsAClosure(t *testing.T) {
 
 func TestRunExportsDockerArchives(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.DockerArchive)
+	ref := fixturestest.Prepare(t, fixtures.DockerArchive)
 	ws := t.TempDir()
 
 	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
@@ -196,7 +197,7 @@ func TestRunExportsDockerArchives(t *testing.T) {
 
 func TestRunExportsNix2ContainerJSONAndItsClosure(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Nix2Container)
+	ref := fixturestest.Prepare(t, fixtures.Nix2Container)
 	ws := t.TempDir()
 
 	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
@@ -240,7 +241,7 @@ func TestRunExportsNix2ContainerJSONAndItsClosure(t *testing.T) {
 
 func TestRunHonoursAStatedKind(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.DockerArchive)
+	ref := fixturestest.Prepare(t, fixtures.DockerArchive)
 
 	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake: ref,
@@ -266,7 +267,7 @@ func TestRunHonoursAStatedKind(t *testing.T) {
 
 func TestRunReportsTheTailOfNixOutputForAMissingAttribute(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	_, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
@@ -345,7 +346,7 @@ func TestRunRefusesBadInputBeforeRunningNix(t *testing.T) {
 func TestRunStopsWhenTheTimeoutHasAlreadyPassed(t *testing.T) {
 	opts := nixOptions(t)
 	opts.Timeout = time.Nanosecond
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 
 	_, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
 		Flake:     ref,
@@ -485,7 +486,7 @@ func assertClosureCopied(t *testing.T, ws string, closure []artifact.StorePath) 
 
 func TestResolveReadsTheExtraNixConf(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	// A flake registry named in the extra nix.conf is the only way the
 	// indirect ref below can resolve.
 	dir := t.TempDir()
@@ -511,7 +512,7 @@ func TestResolveReadsTheExtraNixConf(t *testing.T) {
 
 func TestRunCopiesTheClosureWithoutNixCopyWhenTheWorkspaceIsNoStoreURL(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	// A '?' in the path cannot go into a local?root= store URL: the closure
 	// is copied file by file instead.
 	ws := filepath.Join(t.TempDir(), "work?space")
@@ -548,7 +549,7 @@ func TestRunCopiesTheClosureWithoutNixCopyWhenTheWorkspaceIsNoStoreURL(t *testin
 // finds new code resolves the flake once, not twice.
 func TestRunSkipsAFlakeStillAtSkipIfRevisionAndResolvesOnce(t *testing.T) {
 	opts := nixOptions(t)
-	dir := strings.TrimPrefix(fixtures.Prepare(t, fixtures.Closure), "path:")
+	dir := strings.TrimPrefix(fixturestest.Prepare(t, fixtures.Closure), "path:")
 	git := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command("git", append([]string{"-C", dir, "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"}, args...)...)
@@ -627,7 +628,7 @@ func TestRunSkipsAFlakeStillAtSkipIfRevisionAndResolvesOnce(t *testing.T) {
 // A source without a rev (path:) is identified by its narHash.
 func TestRunNamesAPathFlakeByItsNarHash(t *testing.T) {
 	opts := nixOptions(t)
-	ref := fixtures.Prepare(t, fixtures.Closure)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
 	ws := t.TempDir()
 	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{Flake: ref, Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "server"}}}, ws)
 	if err != nil {

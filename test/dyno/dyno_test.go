@@ -16,6 +16,7 @@ import (
 
 	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 const store = "nix/store/0123456789abcdfghijklmnpqrsvwxyz-server"
@@ -79,7 +80,7 @@ func symlink(name, target string) entry {
 func serverImage(t *testing.T, cfg v1.Config) v1.Image {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "server")
-	fixtures.BuildServer(t, bin)
+	fixturestest.BuildServer(t, bin)
 	server, err := os.ReadFile(bin)
 	if err != nil {
 		t.Fatal(err)

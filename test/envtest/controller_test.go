@@ -70,10 +70,10 @@ func TestFirstDeployBecomesReady(t *testing.T) {
 	}
 	// Events tell the story, once each.
 	reasons := map[string]int{}
-	for _, e := range h.eventuallyEvents(app, "BuildStarted", herokunixv1.ReasonBuildSucceeded, "ReleaseCreated", herokunixv1.ReasonReleased) {
+	for _, e := range h.eventuallyEvents(app, herokunixv1.ReasonBuildRunning, herokunixv1.ReasonBuildSucceeded, "ReleaseCreated", herokunixv1.ReasonReleased) {
 		reasons[e.Reason] += int(max(1, e.DeprecatedCount))
 	}
-	for _, r := range []string{"BuildStarted", herokunixv1.ReasonBuildSucceeded, "ReleaseCreated", herokunixv1.ReasonReleased} {
+	for _, r := range []string{herokunixv1.ReasonBuildRunning, herokunixv1.ReasonBuildSucceeded, "ReleaseCreated", herokunixv1.ReasonReleased} {
 		if reasons[r] != 1 {
 			t.Errorf("event %s recorded %d times, want once (all: %v)", r, reasons[r], reasons)
 		}
@@ -366,11 +366,11 @@ func TestSuspendStartsNothing(t *testing.T) {
 func releaseByHand(h *harness) {
 	h.t.Helper()
 	other := h.pushImages("web")
-	c, err := heroku.New(heroku.Options{APIKey: h.key, BaseURL: h.apiURL(), RegistryHost: h.registryHost})
+	c, err := heroku.New(heroku.Options{APIKey: h.key, BaseURL: h.herokuURL, RegistryHost: h.registryHost})
 	h.g.Expect(err).NotTo(HaveOccurred())
-	_, released, err := c.ReleaseImages(context.Background(), testHerokuApp, map[string]string{"web": other.Images["web"].ImageID})
+	_, outcome, err := c.ReleaseImages(context.Background(), testHerokuApp, map[string]string{"web": other.Images["web"].ImageID})
 	h.g.Expect(err).NotTo(HaveOccurred())
-	h.g.Expect(released).To(BeTrue())
+	h.g.Expect(outcome).To(Equal(heroku.Released))
 }
 
 func TestDriftIsCorrected(t *testing.T) {

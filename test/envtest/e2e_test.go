@@ -11,15 +11,17 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
+	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
 )
 
 // withLocalBuilder builds in-process with the machine's Nix, offline.
 func withLocalBuilder(t *testing.T) harnessOption {
-	return func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options) {
+	return func(h *harness, c *controllers.ReconcilerConfig, o *controllers.Options) {
 		events := make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 16)
-		r.Builder = &controllers.LocalBuilder{
+		c.Builder = &build.LocalBuilder{
 			Nix:          nixbuild.Nix{Offline: true},
 			RegistryHost: h.registryHost,
 			WorkDir:      t.TempDir(),
@@ -32,10 +34,10 @@ func withLocalBuilder(t *testing.T) harnessOption {
 // TestEndToEndWithTheLocalBuilder deploys a fixture flake with a real Nix
 // build, a real push and a real release against the Heroku stand-in.
 func TestEndToEndWithTheLocalBuilder(t *testing.T) {
-	fixtures.RequireNix(t)
+	fixturestest.RequireNix(t)
 	h := newHarness(t, withLocalBuilder(t))
 	h.createSecret()
-	flake := fixtures.Prepare(t, fixtures.Closure)
+	flake := fixturestest.Prepare(t, fixtures.Closure)
 	app := h.newApp("shop", func(a *herokunixv1.HerokuNixApp) {
 		a.Spec.Flake = flake
 		a.Spec.Processes = map[string]herokunixv1.Process{

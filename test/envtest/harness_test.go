@@ -5,8 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +40,7 @@ import (
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/controllers"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/test/herokustub"
@@ -58,16 +61,18 @@ type harness struct {
 	registryHost string
 	herokuURL    string
 	logs         *syncBuffer
-	reconciler   *controllers.HerokuNixAppReconciler
 	// api is the Platform API handler the controller talks to: the
 	// stand-in, or a test's wrapper of it.
 	api atomic.Value
 }
 
-type harnessOption func(h *harness, r *controllers.HerokuNixAppReconciler, o *controllers.Options)
+type harnessOption func(h *harness, c *controllers.ReconcilerConfig, o *controllers.Options)
 
+// newHarness starts a test's world. The test runs in parallel with the
+// others: everything it touches is its own.
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
+	t.Parallel()
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	h := &harness{t: t, g: NewWithT(t), ns: newNamespace(t), key: "hkkey-" + hex.EncodeToString(b), logs: &syncBuffer{}}
@@ -95,27 +100,25 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.reconciler = &controllers.HerokuNixAppReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    scheme,
-		Recorder:  mgr.GetEventRecorder("herokunix"),
-		Builder: &controllers.JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Images: controllers.JobImages{
-			Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost,
-		}},
-		Heroku: &controllers.HerokuClients{New: func(key string) (controllers.HerokuAPI, error) {
+	rcfg := controllers.ReconcilerConfig{
+		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "herokunix:test", Nix: "nixos/nix:test", RegistryHost: h.registryHost}),
+		NewHeroku: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{APIKey: key, BaseURL: api.URL, RegistryHost: h.registryHost})
-		}},
+		},
 		ReleasePollInterval: 100 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 	}
 	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {
-		o(h, h.reconciler, &copts)
+		o(h, &rcfg, &copts)
+	}
+	r, err := controllers.NewReconciler(mgr, rcfg)
+	if err != nil {
+		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.ctx = ctx
-	if err := h.reconciler.SetupWithManager(ctx, mgr, copts); err != nil {
+	if err := r.SetupWithManager(ctx, mgr, copts); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -196,7 +199,7 @@ func (h *harness) buildJob(app *herokunixv1.HerokuNixApp) *batchv1.Job {
 	var job *batchv1.Job
 	h.g.Eventually(func(g Gomega) {
 		var jobs batchv1.JobList
-		g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{controllers.LabelApp: app.Name})).To(Succeed())
+		g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{build.LabelApp: app.Name})).To(Succeed())
 		var running []batchv1.Job
 		for _, j := range jobs.Items {
 			if len(j.Status.Conditions) == 0 && j.DeletionTimestamp == nil {
@@ -257,11 +260,7 @@ func (h *harness) deployed(name string, mutate ...func(*herokunixv1.HerokuNixApp
 }
 
 func sortedProcesses(app *herokunixv1.HerokuNixApp) []string {
-	var out []string
-	for p := range app.Spec.Processes {
-		out = append(out, p)
-	}
-	return out
+	return slices.Sorted(maps.Keys(app.Spec.Processes))
 }
 
 // events lists the events recorded for a resource.
@@ -347,8 +346,6 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
-
-func (h *harness) apiURL() string { return h.herokuURL }
 
 // namespaced limits a manager's cache to one namespace, so each test's
 // controller sees only its own objects.

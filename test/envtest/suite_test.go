@@ -1,11 +1,13 @@
 // Package envtest runs herokunix against a real kube-apiserver and etcd.
 //
 // The API server starts once per package (TestMain); each test works in a
-// namespace of its own, so tests never see each other's objects.
+// namespace of its own with its own manager, so tests never see each
+// other's objects and run in parallel.
 package envtest
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,6 +35,17 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
+	// The tests mostly wait (on the API server, the controller, a Nix
+	// build), so more of them run at once than there are CPUs, unless
+	// -parallel says how many.
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		if err := flag.Set("test.parallel", "8"); err != nil {
+			panic(err)
+		}
+	}
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		panic(err)
 	}

@@ -13,11 +13,13 @@ import (
 
 // Media types the Heroku registry accepts.
 const (
-	dockerManifest  = "application/vnd.docker.distribution.manifest.v2+json"
-	dockerConfig    = "application/vnd.docker.container.image.v1+json"
-	dockerLayer     = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	dockerForeign   = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-	maxManifestSize = 4 << 20
+	dockerManifest     = "application/vnd.docker.distribution.manifest.v2+json"
+	dockerConfig       = "application/vnd.docker.container.image.v1+json"
+	dockerLayer        = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	dockerForeign      = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+	dockerManifestList = "application/vnd.docker.distribution.manifest.list.v2+json"
+	ociIndex           = "application/vnd.oci.image.index.v1+json"
+	maxManifestSize    = 4 << 20
 )
 
 // writeRegistryError writes the distribution API error format.
@@ -81,11 +83,17 @@ func (s *Server) RegistryHandler() http.Handler {
 		}
 		appName, _, _ := strings.Cut(repo, "/")
 		s.mu.Lock()
-		exists := s.apps[appName] != nil
+		a := s.apps[appName]
+		reachable := a != nil && a.generation != GenerationFir
 		s.mu.Unlock()
-		if !exists {
-			writeRegistryError(rec, http.StatusNotFound, "NAME_UNKNOWN", "repository name not known to registry",
-				map[string]string{"name": repo})
+		if !reachable {
+			// A repository the key cannot reach (no such app, another
+			// account) answers 401 UNAUTHORIZED, not 404 NAME_UNKNOWN
+			// (heroku.md "Registry").
+			// [U] A Fir app's repository answers the same: Fir takes no
+			// container images and how its registry answers is not known.
+			w.Header().Set("WWW-Authenticate", `Basic realm="Heroku Registry"`)
+			writeRegistryError(rec, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required", nil)
 			return
 		}
 		if kind == "manifests" && r.Method == http.MethodPut {
@@ -128,6 +136,14 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, repo, ref s
 		writeRegistryError(w, http.StatusBadRequest, "MANIFEST_INVALID", "manifest invalid", "manifest unreadable or too large")
 		return
 	}
+	if ct := r.Header.Get("Content-Type"); ct == ociIndex || ct == dockerManifestList {
+		// An OCI index or a Docker manifest list (which is also how
+		// attestation manifests arrive) is refused with 405 UNSUPPORTED
+		// (heroku.md "Registry"; the CLI pushes with --provenance false
+		// --sbom false).
+		writeRegistryError(w, http.StatusMethodNotAllowed, "UNSUPPORTED", "The operation is unsupported.", nil)
+		return
+	}
 	config, reason := s.checkManifest(r, repo, body)
 	if reason != "" {
 		code := "MANIFEST_INVALID"
@@ -157,6 +173,8 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, repo, ref s
 // checkManifest returns the config digest, or why the manifest is refused.
 func (s *Server) checkManifest(r *http.Request, repo string, body []byte) (string, string) {
 	ct := r.Header.Get("Content-Type")
+	// [U] Heroku's code for a single OCI manifest is not known; the
+	// stand-in answers 400 MANIFEST_INVALID.
 	if ct != dockerManifest {
 		return "", fmt.Sprintf("media type %q is not supported: Heroku accepts only %s", ct, dockerManifest)
 	}
@@ -191,6 +209,10 @@ func (s *Server) checkManifest(r *http.Request, repo string, body []byte) (strin
 	if err := json.Unmarshal(raw, &cfg); err != nil {
 		return "", "config is not JSON"
 	}
+	// Stricter than Heroku is known to be: Cedar dynos run linux/amd64
+	// only, but whether the registry or the release checks the platform is
+	// not known; Heroku's failure is at dyno boot. Refusing at push shows
+	// the mistake before anything is released.
 	if cfg.OS != "linux" || cfg.Architecture != "amd64" {
 		return "", fmt.Sprintf("platform %s/%s is not supported: Heroku runs linux/amd64 only", cfg.OS, cfg.Architecture)
 	}

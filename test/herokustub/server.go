@@ -1,10 +1,18 @@
 // Package herokustub is a stand-in for the Heroku Platform API and container
-// registry, faithful for the calls herokunix makes (see
-// shared/design/heroku.md). Tests and the controller's offline local default
-// run against it: it checks Bearer auth and the Accept version, sends
-// Request-Id and RateLimit-Remaining, spends a 4,500-token bucket refilled at
-// 75 a minute, keeps apps, releases and formation, resolves docker_image to
-// config digests actually pushed to <app>/<type>, and lets tests inject
+// registry, faithful for the calls herokunix and Heroku's own clients (the
+// CLI's container:*, releases and ps:scale; heroku-go) make. Every behaviour
+// comes from a source named in shared/design/heroku.md; where the stand-in
+// chooses without one, its comment says "[U]", and where it is stricter
+// than Heroku is known to be, it says that.
+//
+// It checks Bearer auth and the Accept version, sends Request-Id and
+// RateLimit-Remaining, spends a 4,500-token bucket refilled at 75 a minute,
+// keeps Cedar and Fir apps, releases (pending, succeeded, failed, expired,
+// null) and formation with its release-phase image, releases per process
+// type against the formation, runs the release phase for every new release
+// while a release image is set, removes process types, rolls back, pages
+// with Heroku's ranges, writes Heroku's error bodies, resolves docker_image
+// to config digests actually pushed to <app>/<type>, and lets tests inject
 // faults. It imports no testing package.
 package herokustub
 
@@ -15,6 +23,7 @@ import (
 	"log"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,16 +46,62 @@ type Options struct {
 	BareApps bool
 	// Logger receives the wrapped registry's log; default discards.
 	Logger *log.Logger
+	// Describe writes the description of a docker release from the types
+	// it updated (type -> image ID). Heroku's text is known for one type
+	// only ("Deployed web (142013fe2b5c)"); default DescribeUpdated. Tests
+	// set it to replay other possible texts.
+	Describe func(updated map[string]string) string
 }
+
+// DescribeUpdated is the default description of a docker release:
+// "Deployed web (142013fe2b5c)" for one type, as Heroku writes it (Heroku
+// CLI container:release; heroku.md "Description").
+// [U] For several types it lists only the updated ones, sorted, joined by
+// ", " ("Deployed web (…), worker (…)"): neither the join nor whether
+// skipped types are listed is documented.
+func DescribeUpdated(updated map[string]string) string {
+	types := make([]string, 0, len(updated))
+	for t := range updated {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	parts := make([]string, 0, len(types))
+	for _, t := range types {
+		parts = append(parts, fmt.Sprintf("%s (%s)", t, shortImageID(updated[t])))
+	}
+	return "Deployed " + strings.Join(parts, ", ")
+}
+
+// shortImageID is the first 12 hex digits of an image ID.
+func shortImageID(id string) string {
+	hex := strings.TrimPrefix(id, "sha256:")
+	if len(hex) > 12 {
+		hex = hex[:12]
+	}
+	return hex
+}
+
+// Generations of Heroku apps (GET /apps/{app} "generation", heroku-go v6
+// schema; Dev Center "Generations").
+const (
+	GenerationCedar = "cedar"
+	GenerationFir   = "fir"
+)
 
 // Release is one release of an app as the stand-in keeps it.
 type Release struct {
-	ID          string
-	Version     int
-	Status      string // pending, succeeded, failed
+	ID      string
+	Version int
+	// Status is pending, succeeded, failed, expired (artifacts destroyed,
+	// heroku.md "Retention"), or "" for the null status legacy releases
+	// carry (heroku.md "Statuses").
+	Status      string
 	Current     bool
 	Description string
-	// Images maps process type to the released image ID (config digest).
+	// Images maps process type to the image ID (config digest) the release
+	// runs: the formation's images with the request's updates, "release"
+	// included when the formation holds one. nil for releases that carry no
+	// images (Heroku's first releases).
 	Images    map[string]string
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -88,13 +143,20 @@ func (c Call) IsWrite() bool {
 type app struct {
 	id, name          string
 	stack, buildStack string
-	webURL            string
-	createdAt         time.Time
-	updatedAt         time.Time
-	releasedAt        *time.Time
-	releases          []*Release
-	formation         map[string]*Formation
-	configVars        map[string]string
+	generation        string
+	// releaseImage is the formation's release-phase image: Heroku keeps it
+	// until `container:rm release` and runs it for every new release
+	// (Dev Center "Release Phase"; heroku.md "Release phase").
+	// [U] Whether GET /apps/{app}/formation lists a "release" entry is not
+	// known; the stand-in keeps it apart and does not list it.
+	releaseImage string
+	webURL       string
+	createdAt    time.Time
+	updatedAt    time.Time
+	releasedAt   *time.Time
+	releases     []*Release
+	formation    map[string]*Formation
+	configVars   map[string]string
 }
 
 // Server is the stand-in. All methods are safe for concurrent use.
@@ -104,6 +166,7 @@ type Server struct {
 	refill     float64 // tokens per second
 	now        func() time.Time
 	bareApps   bool
+	describe   func(map[string]string) string
 	faults     *Faults
 	blobs      registry.BlobHandler
 	registry   http.Handler
@@ -129,6 +192,7 @@ func New(opts Options) *Server {
 		refill:   float64(opts.RefillPerMinute) / 60,
 		now:      opts.Now,
 		bareApps: opts.BareApps,
+		describe: opts.Describe,
 		faults:   &Faults{},
 		blobs:    registry.NewInMemoryBlobHandler(),
 		closed:   make(chan struct{}),
@@ -145,6 +209,9 @@ func New(opts Options) *Server {
 	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.describe == nil {
+		s.describe = DescribeUpdated
 	}
 	logger := opts.Logger
 	if logger == nil {
@@ -164,14 +231,28 @@ func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closed) }) }
 // Faults is the fault injector.
 func (s *Server) Faults() *Faults { return s.faults }
 
-// CreateApp adds an app on the given stack ("container", "heroku-24", …);
-// its stack and build stack are both set. Unless Options.BareApps, it gets
-// Heroku's first two releases, as a new Heroku app does.
+// CreateApp adds a Cedar app on the given stack ("container", "heroku-24",
+// …); its stack and build stack are both set. Stack "cnb" makes a Fir app,
+// as CreateFirApp. Unless Options.BareApps, it gets Heroku's first two
+// releases, as a new Heroku app does.
 func (s *Server) CreateApp(name, stack string) {
+	gen := GenerationCedar
+	if stack == "cnb" {
+		gen = GenerationFir
+	}
+	s.createApp(name, stack, gen)
+}
+
+// CreateFirApp adds a Fir app: its stack is always "cnb" and it takes no
+// container images (Dev Center "Generations", "Cedar to Fir migration":
+// "Docker and monorepo apps are unsupported on Fir").
+func (s *Server) CreateFirApp(name string) { s.createApp(name, "cnb", GenerationFir) }
+
+func (s *Server) createApp(name, stack, generation string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now().UTC()
-	a := &app{id: newID(), name: name, stack: stack, buildStack: stack,
+	a := &app{id: newID(), name: name, stack: stack, buildStack: stack, generation: generation,
 		webURL:    fmt.Sprintf("https://%s-%s.herokuapp.com/", name, newID()[:12]),
 		createdAt: now, updatedAt: now, formation: map[string]*Formation{}}
 	s.apps[name] = a
@@ -182,21 +263,22 @@ func (s *Server) CreateApp(name, stack string) {
 }
 
 // SetStack sets the app's stack and build stack, as `heroku stack:set`
-// followed by a release does.
+// followed by a release does. A Fir app's stack is always "cnb" and cannot
+// be changed (Dev Center "Stacks"): SetStack leaves it.
 func (s *Server) SetStack(appName, stack string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.apps[appName]; a != nil {
+	if a := s.apps[appName]; a != nil && a.generation != GenerationFir {
 		a.stack, a.buildStack = stack, stack
 	}
 }
 
 // SetBuildStack sets only the build stack, as `heroku stack:set` does before
-// the next release.
+// the next release (not on Fir apps, whose stack cannot change).
 func (s *Server) SetBuildStack(appName, stack string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if a := s.apps[appName]; a != nil {
+	if a := s.apps[appName]; a != nil && a.generation != GenerationFir {
 		a.buildStack = stack
 	}
 }
@@ -289,6 +371,47 @@ func (s *Server) CompletePendingRelease(appName string, succeed bool) error {
 	return fmt.Errorf("herokustub: app %q has no pending release", appName)
 }
 
+// ReleaseImage is the release-phase image the app's formation holds, or "".
+func (s *Server) ReleaseImage(appName string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.apps[appName]; a != nil {
+		return a.releaseImage
+	}
+	return ""
+}
+
+// ExpireRelease marks a release expired, as Heroku does once its artifacts
+// are destroyed (since 2025-10-01: older than 30 days and more than 20
+// releases back; heroku.md "Retention"). It cannot be rolled back to.
+func (s *Server) ExpireRelease(appName string, version int) error {
+	return s.SetReleaseStatus(appName, version, "expired")
+}
+
+// SetReleaseStatus sets a release's status: pending, succeeded, failed,
+// expired, or "" for the null status of legacy releases (heroku.md
+// "Statuses"). It does not change which release is current.
+func (s *Server) SetReleaseStatus(appName string, version int, status string) error {
+	switch status {
+	case "pending", "succeeded", "failed", "expired", "":
+	default:
+		return fmt.Errorf("herokustub: %q is not a release status", status)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := s.apps[appName]
+	if a == nil {
+		return fmt.Errorf("herokustub: no app %q", appName)
+	}
+	for _, r := range a.releases {
+		if r.Version == version {
+			r.Status, r.UpdatedAt = status, s.now().UTC()
+			return nil
+		}
+	}
+	return fmt.Errorf("herokustub: app %q has no release v%d", appName, version)
+}
+
 // RateLimitRemaining is what the next RateLimit-Remaining header would say
 // before the call is counted.
 func (s *Server) RateLimitRemaining() int {
@@ -364,7 +487,10 @@ func (s *Server) addRelease(a *app, desc string, images map[string]string, statu
 }
 
 // makeCurrent makes r the running release and points the formation at its
-// images.
+// images. A release's images are the whole set it runs, so the release
+// image is set or cleared with it.
+// [U] A process type missing from r.Images (removed, or absent from a
+// rolled-back-to release) keeps its formation entry.
 func (s *Server) makeCurrent(a *app, r *Release) {
 	now := s.now().UTC()
 	for _, o := range a.releases {
@@ -374,6 +500,7 @@ func (s *Server) makeCurrent(a *app, r *Release) {
 	a.releasedAt = &now
 	if r.Images != nil {
 		a.stack = a.buildStack
+		a.releaseImage = r.Images["release"]
 	}
 	for typ, img := range r.Images {
 		if typ == "release" {

@@ -97,11 +97,16 @@ func (f *fixture) get(t *testing.T, path string, extra ...string) answer {
 
 func herokuError(t *testing.T, a answer) (id, msg string) {
 	t.Helper()
-	var e struct{ ID, Message string }
-	if err := json.Unmarshal(a.body, &e); err != nil || e.ID == "" || e.Message == "" {
+	// missing_version carries its text under "error" (heroku.md "Platform
+	// API in general"); every other error under "message".
+	var e struct{ ID, Message, Error string }
+	if err := json.Unmarshal(a.body, &e); err != nil || e.ID == "" || (e.Message == "") == (e.Error == "") {
 		t.Fatalf("not a Heroku error body: %s", a.body)
 	}
-	return e.ID, e.Message
+	if (e.ID == "missing_version") != (e.Error != "") {
+		t.Fatalf("the text of %s is under the wrong key: %s", e.ID, a.body)
+	}
+	return e.ID, e.Message + e.Error
 }
 
 func TestAPIAnswersLikeHeroku(t *testing.T) {
@@ -200,7 +205,7 @@ func TestReleasesHonourRangeAndPage(t *testing.T) {
 		return out
 	}
 	a := f.get(t, "/apps/many/releases", "Range", "version ..; max=1, order=desc")
-	if v := versions(a); a.status != 206 || len(v) != 1 || v[0] != 7 || a.header.Get("Next-Range") != "version 6..; max=1, order=desc" {
+	if v := versions(a); a.status != 206 || len(v) != 1 || v[0] != 7 || a.header.Get("Next-Range") != "version ]7..; max=1, order=desc" {
 		t.Errorf("latest: %d %v next %q", a.status, v, a.header.Get("Next-Range"))
 	}
 	a = f.get(t, "/apps/many/releases", "Range", "version 3..5; max=10")
@@ -289,10 +294,11 @@ func TestRegistryRefusesWhatHerokuRefuses(t *testing.T) {
 	if err := remote.Write(f.ref(t, "shop/web"), oci, auth); registryCode(t, err) != "MANIFEST_INVALID" {
 		t.Errorf("OCI manifest: %v", err)
 	}
-	if err := remote.WriteIndex(f.ref(t, "shop/web"), ociIndex, auth); registryCode(t, err) != "MANIFEST_INVALID" {
+	// heroku.md "Registry": an index or manifest list is 405 UNSUPPORTED.
+	if err := remote.WriteIndex(f.ref(t, "shop/web"), ociIndex, auth); registryCode(t, err) != "UNSUPPORTED" {
 		t.Errorf("OCI index: %v", err)
 	}
-	if err := remote.WriteIndex(f.ref(t, "shop/web"), dockerList, auth); registryCode(t, err) != "MANIFEST_INVALID" {
+	if err := remote.WriteIndex(f.ref(t, "shop/web"), dockerList, auth); registryCode(t, err) != "UNSUPPORTED" {
 		t.Errorf("Docker manifest list: %v", err)
 	}
 	arm := image(t, "arm64")
@@ -302,7 +308,9 @@ func TestRegistryRefusesWhatHerokuRefuses(t *testing.T) {
 	if err := remote.Write(f.ref(t, "shop/web"), image(t, "amd64"), remote.WithAuth(&authn.Basic{Username: "_", Password: "nope"})); err == nil {
 		t.Error("a wrong key pushed")
 	}
-	if err := remote.Write(f.ref(t, "nope/web"), image(t, "amd64"), auth); registryCode(t, err) != "NAME_UNKNOWN" {
+	// heroku.md "Registry": a repository the key cannot reach is 401.
+	var te *transport.Error
+	if err := remote.Write(f.ref(t, "nope/web"), image(t, "amd64"), auth); !errors.As(err, &te) || te.StatusCode != http.StatusUnauthorized {
 		t.Errorf("unknown app: %v", err)
 	}
 	// Only the amd64 Docker images inside the index and list were accepted.

@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"slices"
@@ -10,7 +10,7 @@ import (
 
 // The resource's layer budget reaches the push container, which makes the
 // images; without one the push's own default applies.
-func TestDesiredBuildJobPassesTheLayerBudgetToThePush(t *testing.T) {
+func TestDesiredJobPassesTheLayerBudgetToThePush(t *testing.T) {
 	for _, tc := range []struct {
 		budget *int32
 		want   []string
@@ -20,7 +20,7 @@ func TestDesiredBuildJobPassesTheLayerBudgetToThePush(t *testing.T) {
 	} {
 		app := testApp()
 		app.Spec.Build.MaxLayers = tc.budget
-		job, err := DesiredBuildJob(app, DesiredBuildFor(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
+		job, err := DesiredJob(app, DesiredFor(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"context"
@@ -43,7 +43,7 @@ type LocalBuilder struct {
 type localBuild struct {
 	owner  client.ObjectKey
 	cancel context.CancelFunc
-	state  BuildState
+	state  State
 }
 
 var _ Builder = (*LocalBuilder)(nil)
@@ -52,7 +52,7 @@ var _ Builder = (*LocalBuilder)(nil)
 func (l *LocalBuilder) PollInterval() time.Duration { return time.Minute }
 
 // Ensure starts the build in the background if it is new.
-func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) (BuildState, error) {
+func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) (State, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.builds == nil {
@@ -65,13 +65,13 @@ func (l *LocalBuilder) Ensure(_ context.Context, app *herokunixv1.HerokuNixApp, 
 	}
 	// The build outlives this reconcile; it ends with its timeout or a cancel.
 	ctx, cancel := context.WithTimeout(context.Background(), b.Timeout)
-	lb := &localBuild{owner: client.ObjectKeyFromObject(app), cancel: cancel, state: BuildState{Phase: BuildRunning}}
+	lb := &localBuild{owner: client.ObjectKeyFromObject(app), cancel: cancel, state: State{Phase: Running}}
 	l.builds[key] = lb
 	go l.run(ctx, key, lb, app.DeepCopy(), b, apiKey)
-	return BuildState{Phase: BuildRunning, Started: true}, nil
+	return State{Phase: Running, Started: true}, nil
 }
 
-func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) {
+func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) {
 	defer lb.cancel()
 	state := l.build(ctx, app, b, apiKey)
 	l.mu.Lock()
@@ -82,21 +82,21 @@ func (l *LocalBuilder) run(ctx context.Context, key string, lb *localBuild, app 
 	}
 }
 
-func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) BuildState {
+func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) State {
 	select {
 	case l.slots <- struct{}{}:
 		defer func() { <-l.slots }()
 	case <-ctx.Done():
-		return BuildState{Phase: BuildFailed, Message: "build did not start: " + ctx.Err().Error()}
+		return State{Phase: Failed, Message: "build did not start: " + ctx.Err().Error()}
 	}
 	workspace, err := os.MkdirTemp(l.WorkDir, b.Name+"-")
 	if err != nil {
-		return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("making workspace: %v", err)}
+		return State{Phase: Failed, Message: fmt.Sprintf("making workspace: %v", err)}
 	}
 	defer func() { _ = nixbuild.RemoveAllWritable(workspace) }()
 
 	if _, err := nixbuild.Run(ctx, l.Nix, b.Request, workspace); err != nil {
-		return BuildState{Phase: BuildFailed, Message: err.Error()}
+		return State{Phase: Failed, Message: err.Error()}
 	}
 	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
 		Options:   image.Options{TempDir: workspace, MaxLayers: int(ptr.Deref(app.Spec.Build.MaxLayers, 0))},
@@ -105,9 +105,9 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
 	})
 	if err != nil {
-		return BuildState{Phase: BuildFailed, Message: err.Error()}
+		return State{Phase: Failed, Message: err.Error()}
 	}
-	return BuildState{Phase: BuildSucceeded, Result: res}
+	return State{Phase: Succeeded, Result: res}
 }
 
 // CancelOthers cancels the app's running builds other than keep, and

@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"context"
@@ -8,18 +8,18 @@ import (
 	"github.com/herokunix/herokunix/internal/artifact"
 )
 
-// BuildPhase is where a build is.
-type BuildPhase string
+// Phase is where a build is.
+type Phase string
 
 const (
-	BuildRunning   BuildPhase = "Running"
-	BuildSucceeded BuildPhase = "Succeeded"
-	BuildFailed    BuildPhase = "Failed"
+	Running   Phase = "Running"
+	Succeeded Phase = "Succeeded"
+	Failed    Phase = "Failed"
 )
 
-// BuildState is what a builder knows of one build.
-type BuildState struct {
-	Phase BuildPhase
+// State is what a builder knows of one build.
+type State struct {
+	Phase Phase
 	// Result is set when the build succeeded.
 	Result *artifact.Result
 	// Message is the end of the build's log when it failed.
@@ -31,7 +31,7 @@ type BuildState struct {
 // Builder runs builds. Ensure never blocks on a build: it starts the build
 // if none of that name exists and reports where it is.
 type Builder interface {
-	Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, apiKey string) (BuildState, error)
+	Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) (State, error)
 	// CancelOthers stops every build of app except the named one.
 	CancelOthers(ctx context.Context, app *herokunixv1.HerokuNixApp, keep string) error
 	// PollInterval is how soon to look at a running build again when no

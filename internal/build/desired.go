@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"crypto/sha256"
@@ -13,8 +13,8 @@ import (
 	"github.com/herokunix/herokunix/internal/artifact"
 )
 
-// DesiredBuild is the build the spec asks for now.
-type DesiredBuild struct {
+// Desired is the build the spec asks for now.
+type Desired struct {
 	// Name identifies the build (and names its Job).
 	Name string
 	// SpecHash fingerprints the spec's build inputs; it changes only when the
@@ -30,12 +30,12 @@ type DesiredBuild struct {
 
 const defaultBuildTimeout = 30 * time.Minute
 
-// DesiredBuildFor decides which build should exist. It is a pure function of
+// DesiredFor decides which build should exist. It is a pure function of
 // the spec, the builds recorded in status, and the time. A new spec gets
 // its first build; a running build is followed; a moving ref is refreshed
 // once the interval has passed since the last build; forceRefresh (a
 // reconcile-now request) refreshes at once, or retries a failed build.
-func DesiredBuildFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) DesiredBuild {
+func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) Desired {
 	req := artifact.BuildRequest{
 		Flake:             app.Spec.Flake,
 		Processes:         map[string]artifact.BuildProcess{},
@@ -49,8 +49,8 @@ func DesiredBuildFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh 
 	if app.Spec.Build.Timeout != nil {
 		timeout = app.Spec.Build.Timeout.Duration
 	}
-	specHash := hashOf(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
-	d := DesiredBuild{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app.Name, specHash)}
+	specHash := Fingerprint(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
+	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app.Name, specHash)}
 
 	last := app.Status.Build
 	if last == nil || last.Hash != specHash {
@@ -66,22 +66,26 @@ func DesiredBuildFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh 
 	}
 	// A new build of the same spec is named after the one it follows, so
 	// each is a Job of its own and none is run twice.
-	next := buildName(app.Name, hashOf(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
-	// A moving ref is looked at again once the interval has passed: to
-	// refresh deployed images, or because a failed build may have a fix
-	// upstream by now.
-	due := (d.Background || last.Message != "") && isMovingRef(app.Spec.Flake) && now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
-	switch {
-	case forceRefresh && (last.Message != "" || (d.Background && isMovingRef(app.Spec.Flake))), due:
+	next := buildName(app.Name, Fingerprint(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
+	failed := last.Message != ""
+	moving := isMovingRef(app.Spec.Flake)
+	intervalPassed := now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
+	// A request retries a failed build, or refreshes deployed images of a
+	// moving ref. Without one, a moving ref is looked at again once the
+	// interval has passed: to refresh deployed images, or because a failed
+	// build may have a fix upstream by now.
+	requested := forceRefresh && (failed || (d.Background && moving))
+	due := (d.Background || failed) && moving && intervalPassed
+	d.Name = last.Job
+	if requested || due {
 		d.Name = next
-	default:
-		d.Name = last.Job
 	}
 	return d
 }
 
-// hashOf fingerprints values through their JSON form (maps are sorted).
-func hashOf(vs ...any) string {
+// Fingerprint fingerprints plain data through its JSON form (maps are
+// sorted): the build's name, and what the controller records it applied.
+func Fingerprint(vs ...any) string {
 	h := sha256.New()
 	for _, v := range vs {
 		b, _ := json.Marshal(v) // only plain data is hashed; Marshal cannot fail on it

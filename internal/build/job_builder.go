@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -23,7 +24,7 @@ import (
 type JobBuilder struct {
 	Client client.Client
 	// APIReader lists a finished Job's pods from the API server, not a
-	// cache that may lag the Job (default: Client).
+	// cache that may lag the Job.
 	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Images    JobImages
@@ -31,45 +32,51 @@ type JobBuilder struct {
 
 var _ Builder = (*JobBuilder)(nil)
 
+// NewJobBuilder runs builds as Jobs through mgr's client, reading their
+// pods through its uncached reader.
+func NewJobBuilder(mgr ctrl.Manager, images JobImages) *JobBuilder {
+	return &JobBuilder{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Images: images}
+}
+
 // Ensure creates the build's Job if it does not exist and reads its outcome.
-func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b DesiredBuild, _ string) (BuildState, error) {
+func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b Desired, _ string) (State, error) {
 	var job batchv1.Job
 	err := j.Client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: b.Name}, &job)
 	if apierrors.IsNotFound(err) {
-		desired, err := DesiredBuildJob(app, b, j.Images)
+		desired, err := DesiredJob(app, b, j.Images)
 		if err != nil {
-			return BuildState{}, err
+			return State{}, err
 		}
 		if err := controllerutil.SetControllerReference(app, desired, j.Scheme); err != nil {
-			return BuildState{}, fmt.Errorf("owning build job: %w", err)
+			return State{}, fmt.Errorf("owning build job: %w", err)
 		}
 		if err := j.Client.Create(ctx, desired); err != nil && !apierrors.IsAlreadyExists(err) {
-			return BuildState{}, fmt.Errorf("creating build job %s: %w", b.Name, err)
+			return State{}, fmt.Errorf("creating build job %s: %w", b.Name, err)
 		}
-		return BuildState{Phase: BuildRunning, Started: true}, nil
+		return State{Phase: Running, Started: true}, nil
 	}
 	if err != nil {
-		return BuildState{}, fmt.Errorf("reading build job %s: %w", b.Name, err)
+		return State{}, fmt.Errorf("reading build job %s: %w", b.Name, err)
 	}
 	switch {
 	case jobHasCondition(&job, batchv1.JobComplete):
 		msg, err := j.terminationMessage(ctx, &job, containerPush)
 		if errors.Is(err, errNoMessage) {
 			// The pod is gone (evicted, collected): the result is lost.
-			return BuildState{Phase: BuildFailed, Message: err.Error()}, nil
+			return State{Phase: Failed, Message: err.Error()}, nil
 		}
 		if err != nil {
-			return BuildState{}, err
+			return State{}, err
 		}
 		res, err := artifact.ParseResult([]byte(msg))
 		if err != nil {
-			return BuildState{Phase: BuildFailed, Message: fmt.Sprintf("the push container's result is unreadable: %v", err)}, nil
+			return State{Phase: Failed, Message: fmt.Sprintf("the push container's result is unreadable: %v", err)}, nil
 		}
-		return BuildState{Phase: BuildSucceeded, Result: res}, nil
+		return State{Phase: Succeeded, Result: res}, nil
 	case jobHasCondition(&job, batchv1.JobFailed):
-		return BuildState{Phase: BuildFailed, Message: j.failureMessage(ctx, &job)}, nil
+		return State{Phase: Failed, Message: j.failureMessage(ctx, &job)}, nil
 	}
-	return BuildState{Phase: BuildRunning}, nil
+	return State{Phase: Running}, nil
 }
 
 // PollInterval is a safety net: Job changes are watched, so this is long.
@@ -107,13 +114,9 @@ func jobHasCondition(job *batchv1.Job, t batchv1.JobConditionType) bool {
 // jobPods lists the pods a Job made.
 func (j *JobBuilder) jobPods(ctx context.Context, job *batchv1.Job) ([]corev1.Pod, error) {
 	var pods corev1.PodList
-	var reader client.Reader = j.Client
-	if j.APIReader != nil {
-		reader = j.APIReader
-	}
 	// By the Job's UID: a pod left from an earlier Job of the same name
 	// must not answer for this one.
-	if err := reader.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
+	if err := j.APIReader.List(ctx, &pods, client.InNamespace(job.Namespace), client.MatchingLabels{batchv1.ControllerUidLabel: string(job.UID)}); err != nil {
 		return nil, fmt.Errorf("listing pods of build job %s: %w", job.Name, err)
 	}
 	return pods.Items, nil

@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"strings"
@@ -10,7 +10,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
-	"github.com/herokunix/herokunix/internal/heroku"
 )
 
 func testApp() *herokunixv1.HerokuNixApp {
@@ -27,7 +26,7 @@ func testApp() *herokunixv1.HerokuNixApp {
 
 func TestDesiredBuildNameFollowsWhatIsBuilt(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	base := DesiredBuildFor(testApp(), now, false)
+	base := DesiredFor(testApp(), now, false)
 	cases := []struct {
 		name   string
 		change func(*herokunixv1.HerokuNixApp)
@@ -52,7 +51,7 @@ func TestDesiredBuildNameFollowsWhatIsBuilt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			app := testApp()
 			tc.change(app)
-			got := DesiredBuildFor(app, now, false)
+			got := DesiredFor(app, now, false)
 			if (got.Name == base.Name) != tc.same {
 				t.Errorf("name %s vs %s, want same=%v", got.Name, base.Name, tc.same)
 			}
@@ -63,7 +62,7 @@ func TestDesiredBuildNameFollowsWhatIsBuilt(t *testing.T) {
 func TestBuildNamesAreValidJobNames(t *testing.T) {
 	app := testApp()
 	app.Name = strings.Repeat("a-very-long-resource-name.", 10)[:250]
-	b := DesiredBuildFor(app, time.Now(), false)
+	b := DesiredFor(app, time.Now(), false)
 	if errs := validation.IsDNS1123Label(b.Name); len(errs) > 0 || len(b.Name) > 52 {
 		t.Errorf("build name %q is not a valid job name: %v", b.Name, errs)
 	}
@@ -71,7 +70,7 @@ func TestBuildNamesAreValidJobNames(t *testing.T) {
 
 // built records a finished build of app's current spec in its status.
 func built(app *herokunixv1.HerokuNixApp, job string, at time.Time, failed bool) {
-	d := DesiredBuildFor(app, at, false)
+	d := DesiredFor(app, at, false)
 	b := &herokunixv1.BuildStatus{Hash: d.SpecHash, Job: job, CompletionTime: &metav1.Time{Time: at}}
 	if failed {
 		b.Message = "error: boom"
@@ -89,34 +88,34 @@ func built(app *herokunixv1.HerokuNixApp, job string, at time.Time, failed bool)
 func TestMovingRefsRefreshAfterTheInterval(t *testing.T) {
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
-	first := DesiredBuildFor(app, done, false)
+	first := DesiredFor(app, done, false)
 	if first.Background {
 		t.Error("the first build of a spec runs in the background")
 	}
 	built(app, first.Name, done, false)
 
-	if b := DesiredBuildFor(app, done.Add(5*time.Minute), false); b.Name != first.Name {
+	if b := DesiredFor(app, done.Add(5*time.Minute), false); b.Name != first.Name {
 		t.Errorf("refreshed before the interval: %+v", b)
 	}
-	refresh := DesiredBuildFor(app, done.Add(11*time.Minute), false)
+	refresh := DesiredFor(app, done.Add(11*time.Minute), false)
 	if !refresh.Background || refresh.Name == first.Name || refresh.Request.SkipIfRevision != app.Status.Revision {
 		t.Errorf("no background refresh after the interval: %+v", refresh)
 	}
-	if f := DesiredBuildFor(app, done.Add(time.Minute), true); f.Name == first.Name || !f.Background {
+	if f := DesiredFor(app, done.Add(time.Minute), true); f.Name == first.Name || !f.Background {
 		t.Errorf("a reconcile request did not refresh: %+v", f)
 	}
 
 	// While the refresh runs it is followed, not replaced.
 	app.Status.Build = &herokunixv1.BuildStatus{Hash: refresh.SpecHash, Job: refresh.Name, SucceededHash: refresh.SpecHash}
-	if b := DesiredBuildFor(app, done.Add(time.Hour), false); b.Name != refresh.Name || !b.Background {
+	if b := DesiredFor(app, done.Add(time.Hour), false); b.Name != refresh.Name || !b.Background {
 		t.Errorf("a running refresh was not followed: %+v", b)
 	}
 	// Once it is done, nothing is built until the next interval.
 	built(app, refresh.Name, done.Add(12*time.Minute), false)
-	if b := DesiredBuildFor(app, done.Add(13*time.Minute), false); b.Name != refresh.Name {
+	if b := DesiredFor(app, done.Add(13*time.Minute), false); b.Name != refresh.Name {
 		t.Errorf("a finished refresh was followed by another build at once: %+v", b)
 	}
-	if b := DesiredBuildFor(app, done.Add(23*time.Minute), false); b.Name == refresh.Name || b.Name == first.Name {
+	if b := DesiredFor(app, done.Add(23*time.Minute), false); b.Name == refresh.Name || b.Name == first.Name {
 		t.Errorf("the next refresh reuses a name: %+v", b)
 	}
 }
@@ -125,9 +124,9 @@ func TestPinnedRefsAreNeverRefreshed(t *testing.T) {
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
 	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
-	first := DesiredBuildFor(app, done, false)
+	first := DesiredFor(app, done, false)
 	built(app, first.Name, done, false)
-	if b := DesiredBuildFor(app, done.Add(time.Hour), true); b.Name != first.Name {
+	if b := DesiredFor(app, done.Add(time.Hour), true); b.Name != first.Name {
 		t.Errorf("a pinned ref was rebuilt: %+v", b)
 	}
 }
@@ -136,21 +135,21 @@ func TestFailedBuildsAreRetriedWhenAskedOrWhenAMovingRefMayHaveMoved(t *testing.
 	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	app := testApp()
 	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
-	first := DesiredBuildFor(app, done, false)
+	first := DesiredFor(app, done, false)
 	built(app, first.Name, done, true)
-	if b := DesiredBuildFor(app, done.Add(time.Hour), false); b.Name != first.Name || b.Background {
+	if b := DesiredFor(app, done.Add(time.Hour), false); b.Name != first.Name || b.Background {
 		t.Errorf("a failed build of a pinned ref was retried unasked or in the background: %+v", b)
 	}
 	moving := testApp()
-	mfirst := DesiredBuildFor(moving, done, false)
+	mfirst := DesiredFor(moving, done, false)
 	built(moving, mfirst.Name, done, true)
-	if b := DesiredBuildFor(moving, done.Add(5*time.Minute), false); b.Name != mfirst.Name {
+	if b := DesiredFor(moving, done.Add(5*time.Minute), false); b.Name != mfirst.Name {
 		t.Errorf("a failed build of a moving ref was retried before the interval: %+v", b)
 	}
-	if b := DesiredBuildFor(moving, done.Add(time.Hour), false); b.Name == mfirst.Name || b.Background {
+	if b := DesiredFor(moving, done.Add(time.Hour), false); b.Name == mfirst.Name || b.Background {
 		t.Errorf("a failed build of a moving ref was not retried in the foreground after the interval: %+v", b)
 	}
-	retry := DesiredBuildFor(app, done.Add(time.Hour), true)
+	retry := DesiredFor(app, done.Add(time.Hour), true)
 	if retry.Name == first.Name || retry.Background {
 		t.Errorf("a reconcile request did not retry the failed build in the foreground: %+v", retry)
 	}
@@ -172,30 +171,10 @@ func TestIsMovingRef(t *testing.T) {
 	}
 }
 
-func TestDesiredFormationLeavesUnsetValuesAlone(t *testing.T) {
-	app := testApp()
-	app.Spec.Processes = map[string]herokunixv1.Process{
-		"web":     {Attribute: "w", Quantity: ptr.To[int32](2), Size: "standard-2X"},
-		"worker":  {Attribute: "k", Size: "performance-m"},
-		"clock":   {Attribute: "c"},
-		"release": {Attribute: "r", Quantity: ptr.To[int32](1)},
-	}
-	got := desiredFormation(app)
-	want := []heroku.Formation{{Type: "web", Quantity: 2, Size: "standard-2X"}, {Type: "worker", Quantity: -1, Size: "performance-m"}}
-	if len(got) != len(want) {
-		t.Fatalf("got %+v, want %+v", got, want)
-	}
-	for i := range want {
-		if got[i] != want[i] {
-			t.Errorf("got %+v, want %+v", got[i], want[i])
-		}
-	}
-}
-
 func TestDesiredBuildJobKeepsTheKeyInThePushContainer(t *testing.T) {
 	app := testApp()
 	app.Spec.Build.NixConfigSecretRef = &herokunixv1.SecretKeyRef{Name: "nix-access", Key: "nix.conf"}
-	job, err := DesiredBuildJob(app, DesiredBuildFor(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
+	job, err := DesiredJob(app, DesiredFor(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,26 +200,5 @@ func TestDesiredBuildJobKeepsTheKeyInThePushContainer(t *testing.T) {
 	}
 	if *job.Spec.ActiveDeadlineSeconds != int64(defaultBuildTimeout.Seconds()) || *job.Spec.BackoffLimit != 0 {
 		t.Errorf("deadline %d backoff %d", *job.Spec.ActiveDeadlineSeconds, *job.Spec.BackoffLimit)
-	}
-}
-
-func TestTheOwnerOfAHerokuAppIsTheOneThatReleasedThere(t *testing.T) {
-	at := func(sec int64) metav1.Time { return metav1.Unix(sec, 0) }
-	older := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "x", UID: "1", CreationTimestamp: at(1)}}
-	released := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "y", UID: "2", CreationTimestamp: at(2)},
-		Status: herokunixv1.HerokuNixAppStatus{Release: &herokunixv1.ReleaseStatus{ID: "r"}}}
-	if got := oldest([]herokunixv1.HerokuNixApp{older, released}, ""); got.UID != "2" {
-		t.Errorf("owner %s, want the one that released", got.UID)
-	}
-	if got := oldest([]herokunixv1.HerokuNixApp{older, {ObjectMeta: metav1.ObjectMeta{Name: "c", UID: "3", CreationTimestamp: at(3)}}}, ""); got.UID != "1" {
-		t.Errorf("owner %s, want the oldest when none released", got.UID)
-	}
-	deleting := older
-	deleting.DeletionTimestamp = &metav1.Time{}
-	if got := oldest([]herokunixv1.HerokuNixApp{deleting}, ""); got != nil {
-		t.Errorf("a resource being deleted owns the app: %+v", got)
-	}
-	if got := oldest([]herokunixv1.HerokuNixApp{deleting}, "1"); got == nil || got.UID != "1" {
-		t.Error("a resource being deleted does not count itself when asking")
 	}
 }

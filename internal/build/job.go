@@ -1,4 +1,4 @@
-package controllers
+package build
 
 import (
 	"encoding/json"
@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/utils/ptr"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -50,12 +51,18 @@ const (
 	nixConfDir   = "/etc/herokunix/nix"
 )
 
-// DesiredBuildJob is the Job that runs a build. Three containers share a
+// ManagedSelector selects the Jobs and Pods of builds, so the manager caches
+// only those.
+func ManagedSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{LabelManagedBy: managedBy})
+}
+
+// DesiredJob is the Job that runs a build. Three containers share a
 // workspace: tools copies the manager binary in, build runs Nix (and never
 // sees the Heroku key), push assembles and pushes the images (and is the
 // only container the key is given to) and writes the result to its
 // termination message.
-func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobImages) (*batchv1.Job, error) {
+func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*batchv1.Job, error) {
 	req, err := json.Marshal(b.Request)
 	if err != nil {
 		return nil, fmt.Errorf("encoding build request: %w", err)
@@ -64,7 +71,7 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 	if app.Spec.Build.Image != "" {
 		nixImage = app.Spec.Build.Image
 	}
-	labels := map[string]string{LabelManagedBy: managedBy, LabelApp: app.Name, LabelBuildHash: b.SpecHash}
+	jobLabels := map[string]string{LabelManagedBy: managedBy, LabelApp: app.Name, LabelBuildHash: b.SpecHash}
 
 	buildArgs := []string{"build", "--workspace", workspaceDir, "--timeout", b.Timeout.String(), "--request", string(req)}
 	volumes := []corev1.Volume{
@@ -81,7 +88,7 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 	if ref := app.Spec.Build.NixConfigSecretRef; ref != nil {
 		volumes = append(volumes, corev1.Volume{Name: volNixConf, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 			SecretName: ref.Name,
-			Items:      []corev1.KeyToPath{{Key: secretKey(*ref), Path: "nix.conf"}},
+			Items:      []corev1.KeyToPath{{Key: ref.KeyOrDefault(), Path: "nix.conf"}},
 		}}})
 		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volNixConf, MountPath: nixConfDir, ReadOnly: true})
 		buildArgs = append(buildArgs, "--nix-conf", nixConfDir+"/nix.conf")
@@ -99,7 +106,7 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 		Name: "HEROKU_API_KEY",
 		ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: app.Spec.CredentialsSecretRef.Name},
-			Key:                  secretKey(app.Spec.CredentialsSecretRef),
+			Key:                  app.Spec.CredentialsSecretRef.KeyOrDefault(),
 		}},
 	}}
 	pushArgs := []string{"push", "--workspace", workspaceDir, "--app", app.Spec.AppName,
@@ -116,17 +123,23 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 	}
 	job := &batchv1.Job{
-		ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: app.Namespace, Labels: labels},
+		ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: app.Namespace, Labels: jobLabels},
 		Spec: batchv1.JobSpec{
 			BackoffLimit:            ptr.To[int32](0),
 			ActiveDeadlineSeconds:   ptr.To(int64(b.Timeout.Seconds())),
 			TTLSecondsAfterFinished: ptr.To[int32](24 * 60 * 60),
 			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				ObjectMeta: metav1.ObjectMeta{Labels: jobLabels},
 				Spec: corev1.PodSpec{
 					RestartPolicy: corev1.RestartPolicyNever,
-					// Build pods run user code: they get no API access at all.
+					// Build pods run user code: they get no API access at all,
+					// even when spec.build.serviceAccountName names an account.
 					AutomountServiceAccountToken: ptr.To(false),
+					ServiceAccountName:           app.Spec.Build.ServiceAccountName,
+					NodeSelector:                 app.Spec.Build.NodeSelector,
+					Tolerations:                  app.Spec.Build.Tolerations,
+					Affinity:                     app.Spec.Build.Affinity,
+					PriorityClassName:            app.Spec.Build.PriorityClassName,
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext:              &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 					Volumes:                      volumes,
@@ -172,12 +185,4 @@ func DesiredBuildJob(app *herokunixv1.HerokuNixApp, b DesiredBuild, images JobIm
 		},
 	}
 	return job, nil
-}
-
-// secretKey is the key of a SecretKeyRef, defaulting as the CRD does.
-func secretKey(ref herokunixv1.SecretKeyRef) string {
-	if ref.Key == "" {
-		return "apiKey"
-	}
-	return ref.Key
 }

@@ -1,0 +1,251 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
+	"github.com/herokunix/herokunix/internal/heroku"
+)
+
+// fakeHeroku is one Heroku app in memory: its release history (the last
+// is current) and formation. Errors set in err are returned by the named
+// method ("App", "ReleaseImages", "Release", "ReleasesSince", "Formation",
+// "ScaleFormation").
+type fakeHeroku struct {
+	stack     string
+	releases  []*heroku.Release
+	formation []heroku.Formation
+	// pendingReleases makes new releases start their release phase.
+	pendingReleases bool
+	err             map[string]error
+	writes          []string
+}
+
+var _ HerokuAPI = (*fakeHeroku)(nil)
+
+func newFakeHeroku() *fakeHeroku {
+	return &fakeHeroku{stack: "container", err: map[string]error{}}
+}
+
+func (f *fakeHeroku) App(_ context.Context, app string) (*heroku.App, error) {
+	if err := f.err["App"]; err != nil {
+		return nil, err
+	}
+	if f.stack != "container" {
+		return nil, &heroku.StackError{App: app, Stack: f.stack, BuildStack: f.stack}
+	}
+	return &heroku.App{Name: app, Stack: f.stack, WebURL: "https://" + app + ".herokuapp.com/"}, nil
+}
+
+// release appends a release with Heroku's description of it.
+func (f *fakeHeroku) release(description, status string) *heroku.Release {
+	for _, r := range f.releases {
+		r.Current = false
+	}
+	rel := &heroku.Release{ID: fmt.Sprintf("rel-%d", len(f.releases)+1), Version: len(f.releases) + 1,
+		Status: status, Current: status == heroku.ReleaseSucceeded, Description: description}
+	f.releases = append(f.releases, rel)
+	return rel
+}
+
+func (f *fakeHeroku) latest() *heroku.Release {
+	if len(f.releases) == 0 {
+		return nil
+	}
+	return f.releases[len(f.releases)-1]
+}
+
+// ReleaseImages releases as Heroku does: a deploy of what the latest
+// release runs is ignored.
+func (f *fakeHeroku) ReleaseImages(_ context.Context, _ string, images map[string]string) (*heroku.Release, heroku.ReleaseOutcome, error) {
+	if err := f.err["ReleaseImages"]; err != nil {
+		return nil, 0, err
+	}
+	if cur := f.latest(); cur != nil && heroku.Deploys(cur, images) {
+		return cur, heroku.AlreadyDeployed, nil
+	}
+	f.writes = append(f.writes, "release")
+	status := heroku.ReleaseSucceeded
+	if f.pendingReleases {
+		status = heroku.ReleasePending
+	}
+	return f.release(deployDescription(images), status), heroku.Released, nil
+}
+
+func deployDescription(images map[string]string) string {
+	var parts []string
+	for _, typ := range slices.Sorted(maps.Keys(images)) {
+		parts = append(parts, fmt.Sprintf("%s (%s)", typ, strings.TrimPrefix(images[typ], "sha256:")[:12]))
+	}
+	return "Deployed " + strings.Join(parts, ", ")
+}
+
+func (f *fakeHeroku) Release(_ context.Context, _, id string) (*heroku.Release, error) {
+	if err := f.err["Release"]; err != nil {
+		return nil, err
+	}
+	for _, r := range f.releases {
+		if r.ID == id {
+			c := *r
+			return &c, nil
+		}
+	}
+	return nil, &heroku.Error{Kind: heroku.KindNotFound, ID: "not_found"}
+}
+
+func (f *fakeHeroku) ReleasesSince(_ context.Context, _ string, version, max int) ([]*heroku.Release, error) {
+	if err := f.err["ReleasesSince"]; err != nil {
+		return nil, err
+	}
+	var out []*heroku.Release
+	for _, r := range f.releases {
+		if r.Version >= version && len(out) < max {
+			c := *r
+			out = append(out, &c)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeHeroku) Formation(context.Context, string) ([]heroku.Formation, error) {
+	if err := f.err["Formation"]; err != nil {
+		return nil, err
+	}
+	return slices.Clone(f.formation), nil
+}
+
+func (f *fakeHeroku) ScaleFormation(_ context.Context, _ string, updates []heroku.Formation) error {
+	if err := f.err["ScaleFormation"]; err != nil {
+		return err
+	}
+	f.writes = append(f.writes, "scale")
+	for _, u := range updates {
+		i := slices.IndexFunc(f.formation, func(f heroku.Formation) bool { return f.Type == u.Type })
+		if i < 0 {
+			f.formation = append(f.formation, heroku.Formation{Type: u.Type})
+			i = len(f.formation) - 1
+		}
+		if u.Quantity >= 0 {
+			f.formation[i].Quantity = u.Quantity
+		}
+		if u.Size != "" {
+			f.formation[i].Size = u.Size
+		}
+	}
+	sort.Slice(f.formation, func(i, j int) bool { return f.formation[i].Type < f.formation[j].Type })
+	return nil
+}
+
+// fakeBuilder answers Ensure with state and records what it was asked.
+type fakeBuilder struct {
+	state     build.State
+	err       error
+	ensured   []string
+	cancelled []string
+}
+
+func (b *fakeBuilder) Ensure(_ context.Context, _ *herokunixv1.HerokuNixApp, d build.Desired, _ string) (build.State, error) {
+	b.ensured = append(b.ensured, d.Name)
+	return b.state, b.err
+}
+
+func (b *fakeBuilder) CancelOthers(_ context.Context, _ *herokunixv1.HerokuNixApp, keep string) error {
+	b.cancelled = append(b.cancelled, keep)
+	return nil
+}
+
+func (b *fakeBuilder) PollInterval() time.Duration { return 5 * time.Second }
+
+// eventLog records events as "Type Reason: message".
+type eventLog struct{ events []string }
+
+func (l *eventLog) Eventf(_ runtime.Object, _ runtime.Object, typ, reason, _ string, note string, args ...any) {
+	l.events = append(l.events, typ+" "+reason+": "+fmt.Sprintf(note, args...))
+}
+
+func (l *eventLog) reasons() []string {
+	var out []string
+	for _, e := range l.events {
+		typ, rest, _ := strings.Cut(e, " ")
+		reason, _, _ := strings.Cut(rest, ":")
+		out = append(out, typ+" "+reason)
+	}
+	return out
+}
+
+const testAPIKey = "hk-test-key"
+
+// fakeWorld is a reconciler on controller-runtime's fake client (with the
+// field index the steps list by), a fake Heroku and a fake builder.
+type fakeWorld struct {
+	r      *HerokuNixAppReconciler
+	c      client.Client
+	heroku *fakeHeroku
+	build  *fakeBuilder
+	events *eventLog
+}
+
+func newFakeWorld(t *testing.T, objs ...client.Object) *fakeWorld {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := herokunixv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "heroku", Namespace: "team-a"}, Data: map[string][]byte{"apiKey": []byte(testAPIKey)}}
+	c := fake.NewClientBuilder().WithScheme(scheme).
+		WithObjects(append(objs, secret)...).
+		WithStatusSubresource(&herokunixv1.HerokuNixApp{}).
+		WithIndex(&herokunixv1.HerokuNixApp{}, indexAppName, func(o client.Object) []string {
+			return []string{o.(*herokunixv1.HerokuNixApp).Spec.AppName}
+		}).Build()
+	w := &fakeWorld{c: c, heroku: newFakeHeroku(), build: &fakeBuilder{}, events: &eventLog{}}
+	w.r = &HerokuNixAppReconciler{
+		Client: c, APIReader: c, Recorder: w.events, Builder: w.build,
+		Heroku: &HerokuClients{New: func(key string) (HerokuAPI, error) {
+			if key != testAPIKey {
+				return nil, fmt.Errorf("unexpected key")
+			}
+			return w.heroku, nil
+		}},
+		Now: func() time.Time { return testTime },
+	}
+	return w
+}
+
+// pass is a pass over app with credentials read, as the steps before the
+// build leave it.
+func (w *fakeWorld) pass(t *testing.T, app *herokunixv1.HerokuNixApp) *pass {
+	t.Helper()
+	p := &pass{app: app, now: testTime}
+	if err := w.r.reconcileCredentials(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// condition returns "Status Reason" of a condition, or "" when absent.
+func condition(app *herokunixv1.HerokuNixApp, typ string) string {
+	c := findCondition(app, typ)
+	if c == nil {
+		return ""
+	}
+	return string(c.Status) + " " + c.Reason
+}
