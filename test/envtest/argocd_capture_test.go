@@ -210,9 +210,10 @@ func (h *harness) updated(app *herokunixv1.HerokuNixApp, change func(map[string]
 	return u.Object
 }
 
-// capture is how one testdata object is read: once settled, read returns
-// the live object (settled again each time: the controller may still write
-// the same status).
+// capture is one testdata object: read returns it normalised. A live
+// capture reads the resource again on each call, so a check can wait out a
+// write the controller has not finished; captureAt keeps an object taken
+// at one moment of the scenario, before it moved on.
 type capture struct {
 	file string
 	read func() map[string]any
@@ -222,8 +223,8 @@ func (h *harness) liveCapture(file string, app *herokunixv1.HerokuNixApp) captur
 	return capture{file: file, read: func() map[string]any { return normalizeCaptured(h.live(app).Object, h.ns) }}
 }
 
-func fixedCapture(file string, obj map[string]any, ns string) capture {
-	obj = normalizeCaptured(obj, ns)
+func (h *harness) captureAt(file string, obj map[string]any) capture {
+	obj = normalizeCaptured(obj, h.ns)
 	return capture{file: file, read: func() map[string]any { return obj }}
 }
 
@@ -247,19 +248,19 @@ var argoScenarios = []struct {
 		u.SetKind("HerokuNixApp")
 		h.g.Expect(k8sClient.Create(h.ctx, u)).To(Succeed())
 		// The answer to the create is the resource before the controller saw it.
-		created := fixedCapture("new.yaml", u.Object, h.ns)
+		created := h.captureAt("new.yaml", u.Object)
 		h.eventuallyCondition(app, herokunixv1.ConditionReconciling, metav1.ConditionTrue, herokunixv1.ReasonBuildRunning)
 		return []capture{created, h.liveCapture("building.yaml", app)}
 	}},
 	{"deployed, then changed", []string{"healthy.yaml", "generation_not_observed.yaml"}, func(h *harness) []capture {
 		h.createSecret()
 		app := h.deployedForCapture()
-		healthy := h.liveCapture("healthy.yaml", app).read()
+		healthy := h.captureAt("healthy.yaml", h.live(app).Object)
 		changed := h.updated(app, func(o map[string]any) {
 			web := o["spec"].(map[string]any)["processes"].(map[string]any)["web"].(map[string]any)
 			web["quantity"] = int64(3)
 		})
-		return []capture{fixedCapture("healthy.yaml", healthy, capturedNamespace), fixedCapture("generation_not_observed.yaml", changed, h.ns)}
+		return []capture{healthy, h.captureAt("generation_not_observed.yaml", changed)}
 	}},
 	{"suspended after a deploy", []string{"suspended.yaml"}, func(h *harness) []capture {
 		h.createSecret()
@@ -289,10 +290,10 @@ var argoScenarios = []struct {
 		})
 		h.completeJob(h.buildJob(app), h.pushFixedImages("web", "release"))
 		h.eventuallyCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending)
-		pending := h.liveCapture("release_pending.yaml", app).read()
+		pending := h.captureAt("release_pending.yaml", h.live(app).Object)
 		h.g.Expect(h.stub.CompletePendingRelease(testHerokuApp, false)).To(Succeed())
 		h.eventuallyCondition(app, herokunixv1.ConditionStalled, metav1.ConditionTrue, herokunixv1.ReasonReleasePhaseFailed)
-		return []capture{fixedCapture("release_pending.yaml", pending, capturedNamespace), h.liveCapture("degraded_release_phase_failed.yaml", app)}
+		return []capture{pending, h.liveCapture("degraded_release_phase_failed.yaml", app)}
 	}},
 }
 
