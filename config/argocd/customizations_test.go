@@ -88,6 +88,21 @@ func TestHealthTestYAML(t *testing.T) {
 			t.Errorf("no test in health_test.yaml is %s", st)
 		}
 	}
+	// Each object in testdata/ (captured from a real reconcile by the
+	// envtest TestArgoCDTestdataIsCapturedFromRealReconciles) has a test.
+	entries, err := os.ReadDir(filepath.Join(customizationDir, "testdata"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		tested := false
+		for _, tc := range spec.Tests {
+			tested = tested || tc.InputPath == "testdata/"+e.Name()
+		}
+		if !tested {
+			t.Errorf("testdata/%s has no test in health_test.yaml", e.Name())
+		}
+	}
 }
 
 // normalizeReconcileRequest checks the reconcile action's annotation is a
