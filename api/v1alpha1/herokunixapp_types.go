@@ -185,6 +185,47 @@ type BuildOptions struct {
 	// Resources of the build container.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// MaxLayers is the layer budget of every image pushed for this
+	// resource: an image with more layers is re-layered to fit (see
+	// docs/layers.md). Heroku reportedly fails to boot images of about 40
+	// layers or more, hence the maximum.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=40
+	// +kubebuilder:default=32
+	// +optional
+	MaxLayers *int32 `json:"maxLayers,omitempty"`
+
+	// NodeSelector places the build pod on matching nodes (e.g. builders
+	// with large disks). Where a build runs does not change what it builds,
+	// so placement fields never start a new build.
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations let the build pod run on tainted (dedicated) nodes.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity constrains the build pod's node (and pod) placement.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// PriorityClassName is the build pod's PriorityClass.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// ServiceAccountName runs the build pod as this ServiceAccount of the
+	// namespace, for identities bound to it outside the Kubernetes API
+	// (e.g. a workload identity a binary cache trusts). Its API token is
+	// still never mounted: the build container runs the flake's code.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 }
 
 // DeletionPolicy is what deleting the resource does to the Heroku app.

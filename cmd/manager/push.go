@@ -32,8 +32,12 @@ func runPush(args []string) error {
 	result := fs.String("result", "/dev/termination-log", "where to write the result JSON")
 	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole push")
 	processes := fs.String("processes", "", "comma-separated process types of the build request; when set, a manifest with any other set is refused")
+	maxLayers := fs.Int("max-layers", image.DefaultLayers, fmt.Sprintf("layer budget of every image (1 to %d); an image with more layers is re-layered to fit", image.CeilingLayers))
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *maxLayers < 1 || *maxLayers > image.CeilingLayers {
+		return fmt.Errorf("--max-layers %d: want 1 to %d", *maxLayers, image.CeilingLayers)
 	}
 	key := os.Getenv("HEROKU_API_KEY")
 	if key == "" || *app == "" {
@@ -44,6 +48,7 @@ func runPush(args []string) error {
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	res, err := image.PushWorkspace(ctx, *workspace, *registry, *app, image.PushOptions{
+		Options:   image.Options{MaxLayers: *maxLayers},
 		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(key)), remote.WithContext(ctx)},
 		Insecure:  *insecure,
 		Progress:  os.Stderr,

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -104,7 +103,7 @@ func run(n, concurrency int) error {
 	for i := range n {
 		app := fmt.Sprintf("bench-%04d", i)
 		stub.CreateApp(app, "container")
-		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, app, remote.WithAuth(&authn.Basic{Username: "_", Password: key}))
+		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, app, remote.WithAuth(heroku.RegistryAuth(key)))
 		if err != nil {
 			return err
 		}

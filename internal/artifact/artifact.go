@@ -44,14 +44,18 @@ const (
 	// KindNix2Container is nix2container's image JSON; its layers are made
 	// from store paths copied into the workspace.
 	KindNix2Container Kind = "nix2container"
-	// KindClosure is any other package: one layer per store path.
+	// KindClosure is any other package: its closure, grouped into layers by
+	// how many paths depend on each (docs/layers.md).
 	KindClosure Kind = "closure"
 )
 
-// StorePath is one path of a closure with its NAR size (from `nix path-info`).
+// StorePath is one path of a closure with its NAR size and the store paths
+// it references (from `nix path-info`). The references let the push keep
+// paths that change at different rates in different layers.
 type StorePath struct {
-	Path    string `json:"path"`
-	NarSize int64  `json:"narSize"`
+	Path       string   `json:"path"`
+	NarSize    int64    `json:"narSize"`
+	References []string `json:"references,omitempty"`
 }
 
 // ProcessOutput is what the build exported for one Heroku process type.
@@ -152,6 +156,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		for _, sp := range p.Closure {
 			if !IsStorePath(sp.Path) {
 				return nil, fmt.Errorf("build manifest: process %q lists %q, which is not a store path", name, sp.Path)
+			}
+			for _, r := range sp.References {
+				if !IsStorePath(r) {
+					return nil, fmt.Errorf("build manifest: process %q: %s references %q, which is not a store path", name, sp.Path, r)
+				}
 			}
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
@@ -99,7 +100,7 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		return State{Phase: Failed, Message: err.Error()}
 	}
 	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
-		Options:   image.Options{TempDir: workspace},
+		Options:   image.Options{TempDir: workspace, MaxLayers: int(ptr.Deref(app.Spec.Build.MaxLayers, 0))},
 		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
 		Insecure:  l.InsecureRegistry,
 		Processes: slices.Collect(maps.Keys(b.Request.Processes)),

@@ -27,7 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
@@ -43,6 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/kubetable"
 	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
@@ -269,7 +269,7 @@ func (e *Env) runWebDyno(ctx context.Context, out io.Writer, app *herokunixv1.He
 	if err != nil {
 		return err
 	}
-	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithAuth(&authn.Basic{Username: "_", Password: e.apiKey}))
+	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithAuth(heroku.RegistryAuth(e.apiKey)))
 	if err != nil {
 		return fmt.Errorf("pulling the released web image: %w", err)
 	}

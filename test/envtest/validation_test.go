@@ -96,6 +96,8 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 			a.Spec.Build.Timeout = &metav1.Duration{Duration: 12 * time.Hour}
 		}, "spec.build.timeout"},
 		{"substituter that is not a URL", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.Substituters = []string{"cache.example.org"} }, "spec.build.substituters[0]"},
+		{"layer budget over Heroku's ceiling of 40", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](41) }, "spec.build.maxLayers"},
+		{"layer budget of zero", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](0) }, "spec.build.maxLayers"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -187,6 +189,29 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 	for _, name := range []string{"Name", "App", "Revision", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
 		if !seen[name] {
 			t.Errorf("column %s missing from the table", name)
+		}
+	}
+}
+
+func TestLayerBudgetDefaultsTo32AndAcceptsTheCeiling(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	for name, budget := range map[string]*int32{"layers-default": nil, "layers-ceiling": ptr.To[int32](40)} {
+		app := validApp(ns)
+		app.Name = name
+		app.Spec.Build.MaxLayers = budget
+		// The build object must be present for the API server to default
+		// its fields.
+		app.Spec.Build.Substituters = []string{"https://cache.example.org"}
+		if err := k8sClient.Create(ctx, app); err != nil {
+			t.Fatalf("%s refused: %v", name, err)
+		}
+		want := int32(32)
+		if budget != nil {
+			want = *budget
+		}
+		if got := ptr.Deref(app.Spec.Build.MaxLayers, 0); got != want {
+			t.Errorf("%s: maxLayers %d, want %d", name, got, want)
 		}
 	}
 }

@@ -249,24 +249,34 @@ func (s *Server) dockerRelease(w http.ResponseWriter, a *app, updates []formatio
 	writeJSON(w, http.StatusOK, out)
 }
 
-// scale applies quantity/size updates, all or none.
+// scale applies quantity/size updates, all or none, and answers with the
+// updated entries.
 func (s *Server) scale(w http.ResponseWriter, a *app, updates []formationUpdate) {
+	out, ok := s.applyScale(w, a, updates)
+	if ok {
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// applyScale checks every update first, then applies them all; on a bad
+// update it writes Heroku's error and changes nothing.
+func (s *Server) applyScale(w http.ResponseWriter, a *app, updates []formationUpdate) ([]hk.Formation, bool) {
 	quantities := make([]int, len(updates))
 	for i, u := range updates {
 		f := a.formation[u.Type]
 		if f == nil {
 			writeFormationNotFound(w, u.Type)
-			return
+			return nil, false
 		}
 		q, _, ok := u.quantity(f.Quantity)
 		if !ok || q < 0 {
 			writeAPIError(w, http.StatusUnprocessableEntity, "invalid_params", "Quantity must be a non-negative integer.")
-			return
+			return nil, false
 		}
 		quantities[i] = q
 		if u.Size != nil && !dynoSizes[strings.ToLower(*u.Size)] {
 			writeAPIError(w, http.StatusUnprocessableEntity, "invalid_params", fmt.Sprintf("Invalid dyno size %q.", *u.Size))
-			return
+			return nil, false
 		}
 	}
 	now := s.now().UTC()
@@ -280,7 +290,7 @@ func (s *Server) scale(w http.ResponseWriter, a *app, updates []formationUpdate)
 		f.UpdatedAt = now
 		out = append(out, formationJSON(a, f))
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, true
 }
 
 // patchFormationType is PATCH /apps/{app}/formation/{type}. With the
@@ -356,24 +366,7 @@ func (s *Server) patchFormationType(w http.ResponseWriter, r *http.Request) {
 
 // scaleOne scales a single process type and answers with it.
 func (s *Server) scaleOne(w http.ResponseWriter, a *app, u formationUpdate) {
-	f := a.formation[u.Type]
-	if f == nil {
-		writeFormationNotFound(w, u.Type)
-		return
+	if out, ok := s.applyScale(w, a, []formationUpdate{u}); ok {
+		writeJSON(w, http.StatusOK, out[0])
 	}
-	q, _, ok := u.quantity(f.Quantity)
-	if !ok || q < 0 {
-		writeAPIError(w, http.StatusUnprocessableEntity, "invalid_params", "Quantity must be a non-negative integer.")
-		return
-	}
-	if u.Size != nil && !dynoSizes[strings.ToLower(*u.Size)] {
-		writeAPIError(w, http.StatusUnprocessableEntity, "invalid_params", fmt.Sprintf("Invalid dyno size %q.", *u.Size))
-		return
-	}
-	f.Quantity = q
-	if u.Size != nil {
-		f.Size = *u.Size
-	}
-	f.UpdatedAt = s.now().UTC()
-	writeJSON(w, http.StatusOK, formationJSON(a, f))
 }
