@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -120,14 +119,4 @@ func isMovingRef(ref string) bool {
 	base, _, _ := strings.Cut(ref, "?")
 	parts := strings.Split(base, "/")
 	return !hexRev.MatchString(parts[len(parts)-1])
-}
-
-// sortedKeys returns m's keys in order, for deterministic output.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
