@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"sigs.k8s.io/yaml"
 
@@ -92,6 +93,11 @@ func TestDocYAMLExamplesAreValid(t *testing.T) {
 					}
 				case head.APIVersion == "argoproj.io/v1alpha1" && head.Kind == "Application":
 					// Argo CD's type is not vendored; parsing is what can be checked.
+				case head.APIVersion == "kustomize.toolkit.fluxcd.io/v1" && head.Kind == "Kustomization":
+					// Flux's type is not vendored: the fields the docs use are.
+					if err := yaml.UnmarshalStrict([]byte(doc), &fluxKustomization{}); err != nil {
+						t.Errorf("%s: Flux Kustomization example: %v", file, err)
+					}
 				case head.Kind != "":
 					if _, _, err := strict.Decode([]byte(doc), nil, nil); err != nil {
 						t.Errorf("%s: %s example: %v", file, head.Kind, err)
@@ -105,6 +111,32 @@ func TestDocYAMLExamplesAreValid(t *testing.T) {
 	if apps < 3 {
 		t.Errorf("found %d HerokuNixApp examples in the docs, want at least 3 (README, install, flakes)", apps)
 	}
+}
+
+// fluxKustomization is the part of Flux's Kustomization (v1) the docs use.
+type fluxKustomization struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   metav1.ObjectMeta `json:"metadata"`
+	Spec       struct {
+		Interval        string `json:"interval"`
+		Path            string `json:"path"`
+		Prune           bool   `json:"prune"`
+		TargetNamespace string `json:"targetNamespace,omitempty"`
+		Timeout         string `json:"timeout,omitempty"`
+		Wait            bool   `json:"wait,omitempty"`
+		SourceRef       struct {
+			Kind string `json:"kind"`
+			Name string `json:"name"`
+		} `json:"sourceRef"`
+		HealthCheckExprs []struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			InProgress string `json:"inProgress,omitempty"`
+			Failed     string `json:"failed,omitempty"`
+			Current    string `json:"current"`
+		} `json:"healthCheckExprs,omitempty"`
+	} `json:"spec"`
 }
 
 // TestDocFlakeExamplesAreMarkedUntested: Nix examples that need nixpkgs

@@ -58,12 +58,16 @@ func stalled(reason string, format string, args ...any) *stepError {
 }
 
 // herokuError classifies a Heroku failure into a step error. What only a
-// person can fix (a missing app, a wrong stack, a bad key) stalls; rate
+// person can fix (a missing app, a Fir app, a wrong stack, a bad key) stalls; rate
 // limits and outages are retried when Heroku says.
 func herokuError(op string, err error) *stepError {
 	wrapped := fmt.Errorf("%s: %w", op, err)
 	var stack *heroku.StackError
 	switch {
+	case errors.Is(err, heroku.ErrUnsupportedGeneration):
+		// GenerationError's text says what to do: use a Cedar app on the
+		// container stack (a stack change cannot help a Fir app).
+		return &stepError{Reason: herokunixv1.ReasonUnsupportedGeneration, Err: wrapped, Stalling: true}
 	case errors.As(err, &stack):
 		return &stepError{Reason: herokunixv1.ReasonStackNotContainer, Err: wrapped, Stalling: true}
 	case errors.Is(err, heroku.ErrNotFound):

@@ -22,45 +22,82 @@ import (
 	"github.com/herokunix/herokunix/internal/heroku"
 )
 
-// fakeHeroku is one Heroku app in memory: its release history (the last
-// is current) and formation. Errors set in err are returned by the named
-// method ("App", "ReleaseImages", "Release", "ReleasesSince", "Formation",
-// "ScaleFormation").
+// fakeHeroku is one Heroku app in memory: its release history (the
+// current one runs), the images each release runs, and the formation.
+// SendImages follows Heroku's per-type ignore: a type already running the
+// requested image is skipped, and no change makes no release. Errors set in
+// err are returned by the named method ("App", "SendImages",
+// "CurrentRelease", "Release", "ReleasesAfter", "RemoveProcessType",
+// "Formation", "ScaleFormation").
 type fakeHeroku struct {
-	stack     string
-	releases  []*heroku.Release
+	stack      string
+	generation string
+	releases   []*heroku.Release
+	// images are the short image IDs (12 hex) each release runs, by version.
+	images    map[int]map[string]string
 	formation []heroku.Formation
 	// pendingReleases makes new releases start their release phase.
 	pendingReleases bool
 	err             map[string]error
 	writes          []string
+	removed         []string
+	// appReads counts App calls.
+	appReads int
 }
 
 var _ HerokuAPI = (*fakeHeroku)(nil)
 
 func newFakeHeroku() *fakeHeroku {
-	return &fakeHeroku{stack: "container", err: map[string]error{}}
+	return &fakeHeroku{stack: "container", err: map[string]error{}, images: map[int]map[string]string{}}
 }
 
 func (f *fakeHeroku) App(_ context.Context, app string) (*heroku.App, error) {
+	f.appReads++
 	if err := f.err["App"]; err != nil {
 		return nil, err
 	}
-	if f.stack != "container" {
-		return nil, &heroku.StackError{App: app, Stack: f.stack, BuildStack: f.stack}
+	a := &heroku.App{Name: app, Stack: f.stack, BuildStack: f.stack, Generation: f.generation, WebURL: "https://" + app + ".herokuapp.com/"}
+	if err := a.CheckContainerReady(); err != nil {
+		return nil, err
 	}
-	return &heroku.App{Name: app, Stack: f.stack, WebURL: "https://" + app + ".herokuapp.com/"}, nil
+	return a, nil
 }
 
-// release appends a release with Heroku's description of it.
+// release appends a release as a test describes it: a "Deployed t (id),
+// …" release runs those images over the current ones; any other (config
+// vars, add-ons) runs the current images. A succeeded release is current.
 func (f *fakeHeroku) release(description, status string) *heroku.Release {
-	for _, r := range f.releases {
-		r.Current = false
+	imgs := maps.Clone(f.running())
+	if imgs == nil {
+		imgs = map[string]string{}
+	}
+	if rest, ok := strings.CutPrefix(description, "Deployed "); ok {
+		for _, part := range strings.Split(rest, ", ") {
+			typ, id, _ := strings.Cut(strings.TrimSuffix(part, ")"), " (")
+			imgs[typ] = id
+		}
 	}
 	rel := &heroku.Release{ID: fmt.Sprintf("rel-%d", len(f.releases)+1), Version: len(f.releases) + 1,
-		Status: status, Current: status == heroku.ReleaseSucceeded, Description: description}
+		Status: status, Description: description, CreatedAt: testTime}
+	if status == heroku.ReleaseSucceeded {
+		for _, r := range f.releases {
+			r.Current = false
+		}
+		rel.Current = true
+	}
 	f.releases = append(f.releases, rel)
+	f.images[rel.Version] = imgs
 	return rel
+}
+
+// running is what the current release runs.
+func (f *fakeHeroku) running() map[string]string {
+	for _, r := range slices.Backward(f.releases) {
+		if r.Current {
+			return f.images[r.Version]
+		}
+	}
+	return nil
 }
 
 func (f *fakeHeroku) latest() *heroku.Release {
@@ -70,21 +107,39 @@ func (f *fakeHeroku) latest() *heroku.Release {
 	return f.releases[len(f.releases)-1]
 }
 
-// ReleaseImages releases as Heroku does: a deploy of what the latest
-// release runs is ignored.
-func (f *fakeHeroku) ReleaseImages(_ context.Context, _ string, images map[string]string) (*heroku.Release, heroku.ReleaseOutcome, error) {
-	if err := f.err["ReleaseImages"]; err != nil {
-		return nil, 0, err
+func (f *fakeHeroku) CurrentRelease(context.Context, string) (*heroku.Release, error) {
+	if err := f.err["CurrentRelease"]; err != nil {
+		return nil, err
 	}
-	if cur := f.latest(); cur != nil && heroku.Deploys(cur, images) {
-		return cur, heroku.AlreadyDeployed, nil
+	if l := f.latest(); l != nil {
+		c := *l
+		return &c, nil
+	}
+	return nil, nil
+}
+
+// SendImages releases the types whose image differs from what the current
+// release runs, in one release; none differing makes none.
+func (f *fakeHeroku) SendImages(_ context.Context, _ string, images map[string]string) error {
+	if err := f.err["SendImages"]; err != nil {
+		return err
 	}
 	f.writes = append(f.writes, "release")
+	changed := map[string]string{}
+	for typ, id := range images {
+		if short := strings.TrimPrefix(id, "sha256:")[:12]; f.running()[typ] != short {
+			changed[typ] = id
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
 	status := heroku.ReleaseSucceeded
 	if f.pendingReleases {
 		status = heroku.ReleasePending
 	}
-	return f.release(deployDescription(images), status), heroku.Released, nil
+	f.release(deployDescription(changed), status)
+	return nil
 }
 
 func deployDescription(images map[string]string) string {
@@ -105,21 +160,30 @@ func (f *fakeHeroku) Release(_ context.Context, _, id string) (*heroku.Release, 
 			return &c, nil
 		}
 	}
-	return nil, &heroku.Error{Kind: heroku.KindNotFound, ID: "not_found"}
+	return nil, &heroku.Error{Kind: heroku.KindNotFound, ID: "not_found", Resource: "release"}
 }
 
-func (f *fakeHeroku) ReleasesSince(_ context.Context, _ string, version, max int) ([]*heroku.Release, error) {
-	if err := f.err["ReleasesSince"]; err != nil {
+func (f *fakeHeroku) ReleasesAfter(_ context.Context, _ string, version int) ([]*heroku.Release, error) {
+	if err := f.err["ReleasesAfter"]; err != nil {
 		return nil, err
 	}
 	var out []*heroku.Release
 	for _, r := range f.releases {
-		if r.Version >= version && len(out) < max {
+		if r.Version > version {
 			c := *r
 			out = append(out, &c)
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeHeroku) RemoveProcessType(_ context.Context, _, typ string) error {
+	if err := f.err["RemoveProcessType"]; err != nil {
+		return err
+	}
+	f.writes = append(f.writes, "remove "+typ)
+	f.removed = append(f.removed, typ)
+	return nil
 }
 
 func (f *fakeHeroku) Formation(context.Context, string) ([]heroku.Formation, error) {

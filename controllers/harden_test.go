@@ -138,7 +138,8 @@ func TestARequestIsConsumedByTheBuildItStarted(t *testing.T) {
 	w := newFakeWorld(t, app)
 	hb := &historyBuilder{results: map[string]build.State{}}
 	w.r.Builder = hb
-	w.heroku.err["ReleaseImages"] = &heroku.Error{Kind: heroku.KindUnavailable, StatusCode: 503, ID: "unavailable", Message: "Service Unavailable"}
+	down := &heroku.Error{Kind: heroku.KindUnavailable, StatusCode: 503, ID: "unavailable", Message: "Service Unavailable"}
+	w.heroku.err["CurrentRelease"], w.heroku.err["SendImages"] = down, down
 	req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
 
 	for range 3 {
@@ -180,7 +181,7 @@ func TestHerokuTurningAPassAwayBacksOffWithoutStatusWrites(t *testing.T) {
 			req := ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)}
 			pass := func(i int) (time.Duration, string) {
 				t.Helper()
-				w.heroku.err["App"], w.heroku.err["ReleasesSince"] = herokuErr(i), herokuErr(i)
+				w.heroku.err["App"], w.heroku.err["ReleasesAfter"] = herokuErr(i), herokuErr(i)
 				res, err := w.r.Reconcile(context.Background(), req)
 				if err != nil {
 					t.Fatalf("pass %d: %v; want a requeue after the back-off", i, err)
@@ -212,7 +213,7 @@ func TestHerokuTurningAPassAwayBacksOffWithoutStatusWrites(t *testing.T) {
 			// Heroku serves again: the pass gets through, and the next
 			// failure backs off from the start.
 			delete(w.heroku.err, "App")
-			delete(w.heroku.err, "ReleasesSince")
+			delete(w.heroku.err, "ReleasesAfter")
 			if _, err := w.r.Reconcile(context.Background(), req); err != nil {
 				t.Fatal(err)
 			}

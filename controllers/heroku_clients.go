@@ -14,9 +14,11 @@ import (
 // HerokuAPI is the part of the Heroku client the reconciler uses.
 type HerokuAPI interface {
 	App(ctx context.Context, app string) (*heroku.App, error)
-	ReleaseImages(ctx context.Context, app string, images map[string]string) (*heroku.Release, heroku.ReleaseOutcome, error)
+	CurrentRelease(ctx context.Context, app string) (*heroku.Release, error)
+	SendImages(ctx context.Context, app string, images map[string]string) error
 	Release(ctx context.Context, app, id string) (*heroku.Release, error)
-	ReleasesSince(ctx context.Context, app string, version, max int) ([]*heroku.Release, error)
+	ReleasesAfter(ctx context.Context, app string, version int) ([]*heroku.Release, error)
+	RemoveProcessType(ctx context.Context, app, processType string) error
 	Formation(ctx context.Context, app string) ([]heroku.Formation, error)
 	ScaleFormation(ctx context.Context, app string, updates []heroku.Formation) error
 }

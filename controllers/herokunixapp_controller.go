@@ -97,7 +97,10 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 // pass carries what one reconcile pass learnt from step to step. It holds
 // data only: how a step ended travels on its returned error.
 type pass struct {
-	app    *herokunixv1.HerokuNixApp
+	app *herokunixv1.HerokuNixApp
+	// before is the state the pass's status patch is computed from; a
+	// step that patches status early (the release intent) updates it.
+	before *herokunixv1.HerokuNixApp
 	now    time.Time
 	apiKey string
 	heroku HerokuAPI
@@ -121,7 +124,7 @@ func (r *HerokuNixAppReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	before := app.DeepCopy()
-	p := &pass{app: app, now: r.now()}
+	p := &pass{app: app, before: before, now: r.now()}
 	if app.DeletionTimestamp != nil {
 		if err := r.deletePass(ctx, p); err != nil {
 			return r.summarize(ctx, p, before, outcome{Err: err})

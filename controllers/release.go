@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/build"
@@ -20,14 +21,47 @@ import (
 
 const defaultReleasePoll = 10 * time.Second
 
+// Exactly one release per desired revision, without parsing descriptions.
+//
+// Releases carry no image IDs, and how Heroku describes a release of
+// several types is not documented, so herokunix never decides from a
+// description whether a release is its own. It relies on two facts
+// instead (heroku.md "Releasing"): a release newer than the latest one
+// seen before the request may be the request's, and Heroku's per-type
+// ignore makes no release when every type already runs the requested image.
+//
+//  1. Before the formation PATCH, the pass reads the latest release and
+//     records status.releaseIntent {images, after: its version} with a
+//     status patch of its own. A pending release found then (someone
+//     else's, or one left from older images) is waited for instead.
+//  2. It PATCHes and reads the latest release again: a newer one is the
+//     release it made; the same one means Heroku made none, because every
+//     type already runs these images, and the current release is adopted.
+//     Either way the intent is cleared with the pass's status patch.
+//  3. A pass that finds an intent for the images it wants (the answer was
+//     lost, or the controller stopped between the PATCH and the status
+//     patch) reads the releases after intent.after (one read, every page).
+//     One of them pending: wait for it (one read per look, no PATCH). The
+//     first of them failed: it is taken as this resource's (it followed the
+//     intent at once) and stalls as a failed release phase would, so a
+//     failing release command is not run again. Otherwise the PATCH is
+//     sent again: types already running the images are skipped, so a
+//     release that succeeded is adopted and nothing is released twice.
+//
+// This holds whatever the descriptions say: all types, only the changed
+// ones, or another join (the stand-in's Options.Describe replays them).
+
 // reconcileRelease makes Heroku run the built images. It releases only
 // when the release this resource made does not carry them, follows a
 // pending release (release phase) by requeueing, and on a resync spends
-// exactly one Heroku read: the current release, to detect drift. Sets
-// Released; records the release and the web URL on status.
+// exactly one Heroku read: the releases after its own, to detect drift.
+// Sets Released; records the release and the web URL on status.
 func (r *HerokuNixAppReconciler) reconcileRelease(ctx context.Context, p *pass) error {
 	app := p.app
 	want := builtImageIDs(app)
+	if in := app.Status.ReleaseIntent; in != nil && maps.Equal(in.Images, want) {
+		return r.resumeRelease(ctx, p, want)
+	}
 	rel := app.Status.Release
 	if rel == nil || !maps.Equal(rel.Images, want) {
 		return r.release(ctx, p, want)
@@ -37,6 +71,12 @@ func (r *HerokuNixAppReconciler) reconcileRelease(ctx context.Context, p *pass) 
 		return r.followRelease(ctx, p)
 	case heroku.ReleaseFailed:
 		return releasePhaseFailed(app)
+	case heroku.ReleaseExpired:
+		// Recorded by checkDrift when a correction was due; the images
+		// were pushed again since (Build.Repush): release them.
+		if app.Status.Build == nil || !app.Status.Build.Repush {
+			return r.release(ctx, p, want)
+		}
 	}
 	return r.checkDrift(ctx, p, want)
 }
@@ -50,46 +90,168 @@ func builtImageIDs(app *herokunixv1.HerokuNixApp) map[string]string {
 	return ids
 }
 
-// release checks the app (it must use the container stack) and releases
-// every process type's image in one docker-releases formation update.
+// release checks the app (it must be a Cedar app on the container stack),
+// removes the types herokunix released that left the spec, and releases
+// every process type's image in one docker-releases formation update,
+// guarded by a release intent (see above).
 func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images map[string]string) error {
 	app := p.app
+	// The latest release first: while one is pending, each look is this
+	// one read (no app read, no write).
+	latest, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading the latest release", err))
+	}
+	if latest != nil && latest.Status == heroku.ReleasePending {
+		return r.waitForPending(p, latest)
+	}
 	info, err := p.heroku.App(ctx, app.Spec.AppName)
 	if err != nil {
 		return r.releaseError(app, herokuError("reading Heroku app "+app.Spec.AppName, err))
 	}
 	app.Status.WebURL = info.WebURL
+	if err := r.removeLeftTypes(ctx, p, images); err != nil {
+		return err
+	}
+	after := 0
+	if latest != nil {
+		after = latest.Version
+	}
+	if err := r.recordIntent(ctx, p, &herokunixv1.ReleaseIntent{Images: images, After: after}); err != nil {
+		return err
+	}
+	return r.sendImages(ctx, p, images, after)
+}
 
-	rel, outcome, err := p.heroku.ReleaseImages(ctx, app.Spec.AppName, images)
+// resumeRelease goes on with a release whose intent is on status but whose
+// outcome was not seen (step 3 above).
+func (r *HerokuNixAppReconciler) resumeRelease(ctx context.Context, p *pass, images map[string]string) error {
+	app := p.app
+	in := app.Status.ReleaseIntent
+	rels, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, in.After)
 	if err != nil {
+		return r.releaseError(app, herokuError(fmt.Sprintf("reading the releases after %s", releaseName(in.After)), err))
+	}
+	for _, rel := range rels {
+		if rel.Status == heroku.ReleasePending {
+			return r.waitForPending(p, rel)
+		}
+	}
+	if len(rels) > 0 && rels[0].Status == heroku.ReleaseFailed {
+		// [U] The first release after the intent is taken as this
+		// resource's: it was recorded just before the PATCH.
+		app.Status.ReleaseIntent = nil
+		app.Status.Release = releaseStatusOf(rels[0], images)
+		return r.releaseStatus(p, true)
+	}
+	latest := in.After
+	if len(rels) > 0 {
+		latest = rels[len(rels)-1].Version
+	}
+	return r.sendImages(ctx, p, images, latest)
+}
+
+// sendImages PATCHes the images and reads the latest release: newer than
+// latestBefore, it is the release made; else Heroku made none (every type
+// runs these images already) and the current release is adopted.
+func (r *HerokuNixAppReconciler) sendImages(ctx context.Context, p *pass, images map[string]string, latestBefore int) error {
+	app := p.app
+	if err := p.heroku.SendImages(ctx, app.Spec.AppName, images); err != nil {
 		return r.releaseError(app, herokuError("releasing images", err))
+	}
+	rel, err := p.heroku.CurrentRelease(ctx, app.Spec.AppName)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading the release made", err))
+	}
+	if rel != nil && rel.Version > latestBefore {
+		app.Status.ReleaseIntent = nil
+		app.Status.Release = releaseStatusOf(rel, images)
+		r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
+		return r.releaseStatus(p, true)
+	}
+	if rel != nil && !rel.Current {
+		// The latest release did not run (someone else's failed one): the
+		// current release is older.
+		if rel, err = r.runningRelease(ctx, p, rel.Version); err != nil {
+			return err
+		}
 	}
 	if rel == nil {
 		return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed,
-			Err: fmt.Errorf("the images were accepted, but Heroku lists no release"), RetryAfter: time.Minute})
+			Err: fmt.Errorf("the images were accepted, but Heroku lists no current release"), RetryAfter: time.Minute})
 	}
-	// AlreadyDeployed: the latest release is this deploy already (a
-	// repeated call after a lost answer or from stale state): adopt it.
-	released := outcome == heroku.Released
-	if outcome == heroku.NotReleased {
-		switch {
-		case rel.Current && rel.Status == heroku.ReleaseSucceeded:
-			// Heroku ignores a release of the images its current release
-			// runs: that release runs them, adopt it.
-		case rel.Status == heroku.ReleasePending:
-			msg := fmt.Sprintf("waiting for %s, released by someone else, to finish its release phase", releaseName(rel.Version))
-			setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending, msg)
-			return &waiting{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: r.releasePoll()}
-		default:
-			return r.releaseError(app, &stepError{Reason: herokunixv1.ReasonReleaseFailed, RetryAfter: jitter(app.Spec.IntervalDuration()),
-				Err: fmt.Errorf("no release of the built images was made, and the latest release, %s, is %s and not herokunix's", releaseName(rel.Version), rel.Status)})
+	// Heroku ignored every type: its current release runs these images,
+	// whatever its status says (an expired or null status is not success,
+	// but the ignore is proof enough that the images run).
+	app.Status.ReleaseIntent = nil
+	app.Status.Release = releaseStatusOf(rel, images)
+	if rel.Status != heroku.ReleaseSucceeded && rel.Status != heroku.ReleasePending && rel.Status != heroku.ReleaseFailed {
+		setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionTrue, herokunixv1.ReasonReleased,
+			fmt.Sprintf("Heroku runs these images in its current release %s (status %q)", releaseName(rel.Version), rel.Status))
+		return nil
+	}
+	return r.releaseStatus(p, false)
+}
+
+// runningRelease finds the current release among the ones before
+// latest (one read of up to a page of them).
+func (r *HerokuNixAppReconciler) runningRelease(ctx context.Context, p *pass, latest int) (*heroku.Release, error) {
+	rels, err := p.heroku.ReleasesAfter(ctx, p.app.Spec.AppName, max(0, latest-runningWindow))
+	if err != nil {
+		return nil, r.releaseError(p.app, herokuError("reading the current release", err))
+	}
+	for _, rel := range slices.Backward(rels) {
+		if rel.Current {
+			return rel, nil
 		}
 	}
-	app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: images}
-	if released {
-		r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
+	return nil, nil
+}
+
+// runningWindow is how far back runningRelease looks for the current release.
+const runningWindow = 100
+
+func releaseStatusOf(rel *heroku.Release, images map[string]string) *herokunixv1.ReleaseStatus {
+	return &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: images}
+}
+
+// recordIntent writes the release intent to status at once, with a status
+// patch of its own: it must be on the server before the PATCH it guards.
+// The pass's final patch is computed from the state this leaves.
+func (r *HerokuNixAppReconciler) recordIntent(ctx context.Context, p *pass, in *herokunixv1.ReleaseIntent) error {
+	// The patch carries the intent alone (the rest of this pass's status
+	// goes with the final patch); it is sent from a copy, as the server's
+	// answer would overwrite what the pass holds.
+	base := p.app.DeepCopy()
+	withIntent := base.DeepCopy()
+	withIntent.Status.ReleaseIntent = in.DeepCopy()
+	if err := r.Status().Patch(ctx, withIntent, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("recording the release intent: %w", err)
 	}
-	return r.releaseStatus(p, released)
+	p.app.Status.ReleaseIntent = in
+	if p.before != nil {
+		p.before.Status.ReleaseIntent = in.DeepCopy()
+	}
+	return nil
+}
+
+// waitForPending waits for a pending release this pass cannot tell is its
+// own: one read per look, no PATCH and no app read, looking less often the
+// longer it has run (a release phase may take an hour).
+func (r *HerokuNixAppReconciler) waitForPending(p *pass, rel *heroku.Release) error {
+	msg := fmt.Sprintf("waiting for %s to finish its release phase", releaseName(rel.Version))
+	setCondition(p.app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending, msg)
+	return &waiting{Reason: herokunixv1.ReasonReleasePending, Message: msg, After: pendingPoll(r.releasePoll(), p.now, rel.CreatedAt)}
+}
+
+// maxPendingPoll bounds the growing interval of pendingPoll.
+const maxPendingPoll = 5 * time.Minute
+
+// pendingPoll is how soon to look again at a release pending since
+// created: a quarter of its age, at least base, at most maxPendingPoll.
+func pendingPoll(base time.Duration, now, created time.Time) time.Duration {
+	d := now.Sub(created) / 4
+	return min(max(d, base), max(base, maxPendingPoll))
 }
 
 // followRelease looks at a pending release once.
@@ -106,6 +268,8 @@ func (r *HerokuNixAppReconciler) followRelease(ctx context.Context, p *pass) err
 
 // releaseStatus turns the release's status into conditions. fresh says
 // the release was made, or changed status, in this pass (for metrics).
+// Only "succeeded" is success: "expired" (artifacts destroyed) and a null
+// status say nothing about whether the images ran.
 func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
 	app := p.app
 	rel := app.Status.Release
@@ -119,6 +283,16 @@ func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
 			metrics.ReleaseFinished(metrics.ResultFailed)
 		}
 		return releasePhaseFailed(app)
+	case heroku.ReleaseSucceeded:
+	default:
+		// expired or null: this release can no longer be followed; forget
+		// it, so the next pass releases the images again (a release of
+		// what already runs is ignored by Heroku and the current release
+		// adopted).
+		msg := fmt.Sprintf("release %s is %q, not succeeded; releasing the images again", rel.Name, rel.Status)
+		app.Status.Release = nil
+		setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonProgressing, msg)
+		return &waiting{Reason: herokunixv1.ReasonProgressing, Message: msg, After: r.releasePoll()}
 	}
 	if fresh {
 		metrics.ReleaseFinished(metrics.ResultSucceeded)
@@ -142,29 +316,102 @@ func (r *HerokuNixAppReconciler) releaseError(app *herokunixv1.HerokuNixApp, err
 	return err
 }
 
-// driftWindow is how many releases after its own a resync looks at.
-const driftWindow = 50
+// removeLeftTypes removes from the app the process types the release this
+// resource made carried and the images to release do not, with the
+// docker-releases `{"docker_image": null}` PATCH of `heroku container:rm`:
+// a type left out of a release keeps its old image otherwise. For
+// "release" that matters most: Heroku would go on running the old release
+// command before every later release. Any other type's formation entry
+// goes, and its dynos stop. It runs before the PATCH, so the new release
+// does not run a removed release command. A type Heroku no longer has is
+// fine.
+func (r *HerokuNixAppReconciler) removeLeftTypes(ctx context.Context, p *pass, images map[string]string) error {
+	app := p.app
+	if app.Status.Release == nil {
+		return nil
+	}
+	for _, typ := range slices.Sorted(maps.Keys(app.Status.Release.Images)) {
+		if _, ok := images[typ]; ok {
+			continue
+		}
+		err := p.heroku.RemoveProcessType(ctx, app.Spec.AppName, typ)
+		if heroku.IsNotFound(err, "app") {
+			return r.releaseError(app, herokuError("removing process type "+typ, err))
+		}
+		if err != nil && !errors.Is(err, heroku.ErrNotFound) {
+			return r.releaseError(app, herokuError("removing process type "+typ, err))
+		}
+		delete(app.Status.Release.Images, typ)
+		if err == nil {
+			r.event(app, corev1.EventTypeNormal, "ProcessTypeRemoved", "Release",
+				"removed process type %s from %s: it left spec.processes%s", typ, app.Spec.AppName, removalNote(typ))
+		}
+	}
+	return nil
+}
+
+func removalNote(typ string) string {
+	if typ == "release" {
+		return "; later releases run no release phase"
+	}
+	return "; its dynos stop"
+}
 
 // checkDrift looks at the releases made after the one this resource made
-// (one read). Some may carry other images (someone deployed or rolled
-// back), others only a config change. With driftPolicy Correct the built
-// images are released again: Heroku ignores that when it runs them
-// already, and its current release is adopted. With Observe, a newer image
-// release that ran is reported (by Heroku's description: anything but a
-// config var or add-on change); config releases are adopted.
+// (one read, however many there are). A pending one (someone's deploy or a
+// config var change in its release phase) is waited for, never released
+// over. One that failed leaves the current release running. With
+// driftPolicy Correct, when a newer release runs, the built images are
+// released again: Heroku ignores that when it runs them already (a config
+// var or add-on release), and its current release is adopted. With
+// Observe, a newer image release that ran is reported (by Heroku's
+// description: anything but a config var or add-on change); config
+// releases are adopted.
 func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
 	app := p.app
 	ours := app.Status.Release
-	rels, err := p.heroku.ReleasesSince(ctx, app.Spec.AppName, ours.Version, driftWindow)
+	// One read, from this resource's own release on: its status too (it
+	// may have expired).
+	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version-1)
 	if err != nil {
-		return r.releaseError(app, herokuError("reading the releases since "+ours.Name, err))
+		return r.releaseError(app, herokuError("reading the releases after "+ours.Name, err))
 	}
-	newer := slices.DeleteFunc(rels, func(rel *heroku.Release) bool { return rel.Version <= ours.Version })
+	oursExpired := false
+	if len(newer) > 0 && newer[0].Version == ours.Version {
+		oursExpired = newer[0].Status == heroku.ReleaseExpired
+		newer = newer[1:]
+	}
 	if len(newer) == 0 {
 		return nil
 	}
-	latest := newer[len(newer)-1]
+	for _, rel := range newer {
+		if rel.Status == heroku.ReleasePending {
+			return r.waitForPending(p, rel)
+		}
+	}
+	var running *heroku.Release
+	for _, rel := range slices.Backward(newer) {
+		if rel.Current {
+			running = rel
+			break
+		}
+	}
+	if running == nil {
+		// Every newer release failed (or expired unrun): Heroku still runs
+		// this resource's release.
+		return nil
+	}
 	if app.Spec.DriftPolicy != herokunixv1.DriftPolicyObserve {
+		if oursExpired && app.Status.Build != nil {
+			// Heroku destroyed the artifacts of this resource's release:
+			// its images may be gone from the registry. Push them again
+			// (a build of the same spec) before releasing them.
+			ours.Status = heroku.ReleaseExpired
+			app.Status.Build.Repush = true
+			msg := fmt.Sprintf("Heroku runs %s, not the built images, and %s expired: pushing its images again before releasing them", releaseName(running.Version), ours.Name)
+			setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonProgressing, msg)
+			return &waiting{Reason: herokunixv1.ReasonProgressing, Message: msg, After: time.Second}
+		}
 		err := r.release(ctx, p, want)
 		var w *waiting
 		if err != nil && !errors.As(err, &w) {
@@ -172,9 +419,9 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 		}
 		// A re-release made, even one still in its release phase, corrects
 		// the drift: that earns its event.
-		if app.Status.Release.Version > latest.Version {
+		if app.Status.Release != nil && app.Status.Release.Version > running.Version {
 			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct",
-				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(latest.Version), latest.Description, app.Status.Release.Name)
+				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(running.Version), running.Description, app.Status.Release.Name)
 		}
 		return err
 	}
@@ -186,18 +433,15 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 				releaseName(rel.Version), rel.Description, ours.Name)
 		}
 	}
-	for _, rel := range slices.Backward(newer) {
-		if rel.Current {
-			app.Status.Release = &herokunixv1.ReleaseStatus{ID: rel.ID, Version: rel.Version, Name: releaseName(rel.Version), Status: rel.Status, Images: want}
-			break
-		}
-	}
+	app.Status.Release = releaseStatusOf(running, want)
 	return nil
 }
 
 // mayChangeImages says whether a release, by Heroku's description of it,
 // may run other images. Config var and add-on releases do not; anything
 // else (deploys, rollbacks, promotions, what Heroku may add) is taken to.
+// Only driftPolicy Observe reads descriptions (it must not release to find
+// out); nothing that decides whether to release does.
 func mayChangeImages(description string) bool {
 	for _, config := range []string{"Set ", "Remove ", "Attach ", "Detach ", "Update "} {
 		if strings.HasPrefix(description, config) {

@@ -10,12 +10,14 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/build"
 	"github.com/herokunix/herokunix/internal/metrics"
 )
@@ -165,11 +167,24 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 	last := app.Status.Build
 	if last != nil && last.Job == want.Name && last.CompletionTime != nil {
 		if last.Message != "" {
+			if c := findBuilt(app); c != nil && c.Reason == herokunixv1.ReasonUnauthorized {
+				return r.pushUnauthorized(p, want, last.Message)
+			}
 			return r.buildFailed(p, want, last.Message)
 		}
 		return nil
 	}
 
+	if !want.Background && (last == nil || last.Job != want.Name) {
+		// A foreground build is about to start: check the app first (one
+		// read), so a Fir app, another stack, a missing app or a refused
+		// key stops here, before the build's push reaches Heroku's
+		// registry. A background refresh runs only once images of this
+		// spec were released, so the app was checked already.
+		if _, err := p.heroku.App(ctx, app.Spec.AppName); err != nil {
+			return herokuError("reading Heroku app "+app.Spec.AppName+" before building", err)
+		}
+	}
 	state, err := r.Builder.Ensure(ctx, app, want, p.apiKey)
 	if err != nil {
 		return fmt.Errorf("ensuring build %s: %w", want.Name, err)
@@ -178,11 +193,11 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return err
 	}
 	if last == nil || last.Job != want.Name {
-		succeeded := ""
+		succeeded, repush := "", false
 		if last != nil {
-			succeeded = last.SucceededHash
+			succeeded, repush = last.SucceededHash, last.Repush && last.Hash == want.SpecHash
 		}
-		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded}
+		app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, StartTime: &metav1.Time{Time: p.now}, SucceededHash: succeeded, Repush: repush}
 		if p.requestedAt != "" {
 			// The request is consumed by the build it started, not left
 			// pending to start another one each pass while Heroku is down.
@@ -204,8 +219,12 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return &waiting{Reason: herokunixv1.ReasonBuildRunning, Message: "building " + app.Spec.Flake, After: r.Builder.PollInterval()}
 	case build.Failed:
 		app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+		app.Status.Build.Repush = false
 		metrics.BuildFinished(metrics.ResultFailed, buildDuration(app.Status.Build))
 		app.Status.Build.Message = truncate(state.Message, 2048)
+		if state.Failure == artifact.FailureUnauthorized {
+			return r.pushUnauthorized(p, want, state.Message)
+		}
 		if want.Background {
 			// Ready stays as it is; a failed first build is evented by
 			// Ready's change to BuildFailed.
@@ -216,6 +235,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 
 	res := state.Result
 	app.Status.Build.CompletionTime = &metav1.Time{Time: p.now}
+	app.Status.Build.Repush = false
 	metrics.BuildFinished(metrics.ResultSucceeded, buildDuration(app.Status.Build))
 	app.Status.Build.Message = ""
 	app.Status.Build.SucceededHash = want.SpecHash
@@ -247,6 +267,21 @@ func (r *HerokuNixAppReconciler) buildFailed(p *pass, want build.Desired, msg st
 	}
 	err := fmt.Errorf("build %s failed; the running Heroku release is untouched: %s", want.Name, msg)
 	return &stepError{Reason: herokunixv1.ReasonBuildFailed, Err: err, Stalling: true}
+}
+
+// pushUnauthorized reports a push the registry refused with 401: a
+// credentials problem (a wrong key, or an app the key cannot reach), not a
+// failed build. It stalls with Unauthorized (on Built too, which is how a
+// later pass knows) until a reconcile request retries the build, as for a
+// failed build.
+func (r *HerokuNixAppReconciler) pushUnauthorized(p *pass, want build.Desired, msg string) error {
+	setCondition(p.app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonUnauthorized, msg)
+	return stalled(herokunixv1.ReasonUnauthorized,
+		"Heroku's registry refused the API key while pushing build %s (401: a wrong key, or an app the key cannot reach); the running Heroku release is untouched: %s", want.Name, msg)
+}
+
+func findBuilt(app *herokunixv1.HerokuNixApp) *metav1.Condition {
+	return meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionBuilt)
 }
 
 func buildDuration(b *herokunixv1.BuildStatus) time.Duration {

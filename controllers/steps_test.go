@@ -165,14 +165,16 @@ func TestReconcileRelease(t *testing.T) {
 			},
 			ends: "Stalled " + herokunixv1.ReasonAppNotFound, released: "False " + herokunixv1.ReasonAppNotFound},
 		{name: "a rate limit is retried when Heroku says",
-			setup:    func(h *fakeHeroku, _ *herokunixv1.HerokuNixApp) { h.err["ReleaseImages"] = rateLimited },
+			setup:    func(h *fakeHeroku, _ *herokunixv1.HerokuNixApp) { h.err["SendImages"] = rateLimited },
 			ends:     "Retried " + herokunixv1.ReasonRateLimited + " after 1m0s",
 			released: "False " + herokunixv1.ReasonRateLimited},
 		{name: "a release someone else made that runs the images is adopted",
+			// The images are sent (no description is trusted); Heroku
+			// ignores every type, and its current release is adopted.
 			setup: func(h *fakeHeroku, app *herokunixv1.HerokuNixApp) {
 				h.release(deployDescription(builtImageIDs(app)), heroku.ReleaseSucceeded)
 			},
-			released: "True " + herokunixv1.ReasonReleased, version: 1},
+			released: "True " + herokunixv1.ReasonReleased, version: 1, writes: []string{"release"}},
 		{name: "a resync with no newer release writes nothing", deployed: true,
 			released: "True " + herokunixv1.ReasonReleased, version: 1},
 		{name: "a config var release is adopted, not drift", deployed: true,
@@ -214,7 +216,7 @@ func TestReconcileRelease(t *testing.T) {
 				}
 			}
 			app.Status.Conditions = meta
-			w := newFakeWorld(t)
+			w := newFakeWorld(t, app)
 			if tc.deployed {
 				deployedOn(w.heroku, app)
 				setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionTrue, herokunixv1.ReasonReleased, "release v1 of acme-shop succeeded")

@@ -190,6 +190,11 @@ var summaryRows = []summaryRow{
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonStackNotContainer, requeue: requeueInterval,
 	},
 	{
+		name:  "the Heroku app is a Fir app",
+		end:   releasedBy(herokuError("reading Heroku app acme-shop before building", &heroku.GenerationError{App: "acme-shop", Generation: heroku.GenerationFir})),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonUnsupportedGeneration, requeue: requeueInterval,
+	},
+	{
 		name:  "the Heroku app does not exist",
 		end:   releasedBy(herokuError("reading Heroku app acme-shop", herokuErr(heroku.KindNotFound, "not_found", "Couldn't find that app.", 0))),
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonAppNotFound, requeue: requeueInterval,

@@ -9,11 +9,13 @@ import (
 
 // HerokuNixAppSpec says which flake to build and which Heroku app runs it.
 type HerokuNixAppSpec struct {
-	// AppName is the Heroku app to release to. It must already exist and use
-	// the container stack.
+	// AppName is the Heroku app to release to. It must already exist, be a
+	// Cedar-generation app (Fir apps take no container images) and use the
+	// container stack. The pattern is Heroku's own (its Platform API schema):
+	// 3 to 30 characters, no trailing dash.
 	// +kubebuilder:validation:MinLength=3
 	// +kubebuilder:validation:MaxLength=30
-	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9-]*$`
+	// +kubebuilder:validation:Pattern=`^[a-z][a-z0-9-]{1,28}[a-z0-9]$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="appName is immutable; create a new HerokuNixApp to deploy to another app"
 	// +required
 	AppName string `json:"appName"`
@@ -188,6 +190,47 @@ type BuildOptions struct {
 	// Resources of the build container.
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// MaxLayers is the layer budget of every image pushed for this
+	// resource: an image with more layers is re-layered to fit (see
+	// docs/layers.md). Heroku reportedly fails to boot images of about 40
+	// layers or more, hence the maximum.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=40
+	// +kubebuilder:default=32
+	// +optional
+	MaxLayers *int32 `json:"maxLayers,omitempty"`
+
+	// NodeSelector places the build pod on matching nodes (e.g. builders
+	// with large disks). Where a build runs does not change what it builds,
+	// so placement fields never start a new build.
+	// +kubebuilder:validation:MaxProperties=32
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations let the build pod run on tainted (dedicated) nodes.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity constrains the build pod's node (and pod) placement.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// PriorityClassName is the build pod's PriorityClass.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	PriorityClassName string `json:"priorityClassName,omitempty"`
+
+	// ServiceAccountName runs the build pod as this ServiceAccount of the
+	// namespace, for identities bound to it outside the Kubernetes API
+	// (e.g. a workload identity a binary cache trusts). Its API token is
+	// still never mounted: the build container runs the flake's code.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	ServiceAccountName string `json:"serviceAccountName,omitempty"`
 }
 
 // DeletionPolicy is what deleting the resource does to the Heroku app.
@@ -242,6 +285,15 @@ type HerokuNixAppStatus struct {
 	// +optional
 	Release *ReleaseStatus `json:"release,omitempty"`
 
+	// ReleaseIntent is a release herokunix asked Heroku for (or is about
+	// to) and has not yet seen the outcome of. It is written before the
+	// request, so a pass that starts after a crash or a lost answer knows a
+	// release of these images may exist: it waits for a pending release
+	// made since, and otherwise sends the images again, which Heroku
+	// ignores for the types that already run them.
+	// +optional
+	ReleaseIntent *ReleaseIntent `json:"releaseIntent,omitempty"`
+
 	// AppliedFormation fingerprints the quantities and sizes last applied,
 	// so a resync does not read the formation back from Heroku.
 	// +optional
@@ -281,6 +333,14 @@ type BuildStatus struct {
 	// Message is the end of the build log when the build failed.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// Repush, on a finished build, asks for a new build of the same spec,
+	// in the foreground and without skipping an unchanged revision, so that
+	// its push uploads the images again: the release that ran them
+	// expired, and Heroku destroys an expired release's artifacts. On a
+	// running build it says that build is that re-push. Cleared when the
+	// build ends.
+	// +optional
+	Repush bool `json:"repush,omitempty"`
 }
 
 // ReleaseStatus describes a Heroku release.
@@ -290,11 +350,21 @@ type ReleaseStatus struct {
 	Version int `json:"version"`
 	// Name is the release as Heroku shows it, e.g. v42.
 	Name string `json:"name"`
-	// Status is pending, succeeded or failed.
+	// Status is pending, succeeded, failed or expired (Heroku destroyed the
+	// release's artifacts), or empty (a legacy release with no status).
 	Status string `json:"status"`
 	// Images are the image IDs released, per process type.
 	// +optional
 	Images map[string]string `json:"images,omitempty"`
+}
+
+// ReleaseIntent is a release of images herokunix has asked for.
+type ReleaseIntent struct {
+	// Images are the image IDs asked for, per process type.
+	Images map[string]string `json:"images"`
+	// After is the version of the app's latest release before the request
+	// (0: none): a release of these images, if Heroku made one, is newer.
+	After int `json:"after"`
 }
 
 // HerokuNixApp deploys a Nix flake to a Heroku app as container images.

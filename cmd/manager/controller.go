@@ -60,6 +60,7 @@ func runController(args []string) error {
 	fs.StringVar(&f.nixImage, "nix-image", "nixos/nix:2.24.9", "default Nix image of build Jobs")
 	fs.StringVar(&f.workDir, "work-dir", os.TempDir(), "workspaces of the local builder")
 	fs.BoolVar(&f.nixOffline, "nix-offline", false, "local builder: use no binary cache")
+	rf := bindReceiverFlags(fs)
 	zapOpts := zap.Options{Development: false, TimeEncoder: zapcore.ISO8601TimeEncoder}
 	zapOpts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -75,6 +76,9 @@ func runController(args []string) error {
 	}
 	mgr, err := newManager(ctx, cfg, f)
 	if err != nil {
+		return err
+	}
+	if err := addReceiver(mgr, rf); err != nil {
 		return err
 	}
 	if f.builder == "local" {

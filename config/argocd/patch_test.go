@@ -10,8 +10,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// The ready-to-apply argocd-cm patch carries health.lua unchanged, under
-// the key Argo CD looks up for group herokunix.dev, kind HerokuNixApp.
+// The ready-to-apply argocd-cm patch carries health.lua and the actions
+// unchanged, under the keys Argo CD looks up for group herokunix.dev, kind
+// HerokuNixApp.
 func TestArgoCDConfigMapPatchCarriesHealthLua(t *testing.T) {
 	b, err := os.ReadFile("argocd-cm-patch.yaml")
 	if err != nil {
@@ -24,16 +25,38 @@ func TestArgoCDConfigMapPatchCarriesHealthLua(t *testing.T) {
 	if cm.Kind != "ConfigMap" || cm.Name != "argocd-cm" {
 		t.Errorf("patch targets %s %s, want ConfigMap argocd-cm", cm.Kind, cm.Name)
 	}
-	const key = "resource.customizations.health.herokunix.dev_HerokuNixApp"
-	if len(cm.Data) != 1 {
-		t.Errorf("patch sets %d keys, want only %s", len(cm.Data), key)
+	if len(cm.Data) != 2 {
+		t.Errorf("patch sets %d keys, want only %s and %s", len(cm.Data), healthKey, actionsKey)
 	}
-	got, ok := cm.Data[key]
+	got, ok := cm.Data[healthKey]
 	if !ok {
-		t.Fatalf("patch has no %s", key)
+		t.Fatalf("patch has no %s", healthKey)
 	}
 	if want := readScript(t); got != want {
 		t.Errorf("the Lua in argocd-cm-patch.yaml differs from health.lua; regenerate the patch")
+	}
+	// The actions value is what Argo CD reads: discovery.lua and one
+	// action.lua per definition, each the file unchanged.
+	var actions struct {
+		Discovery   string `json:"discovery.lua"`
+		Definitions []struct {
+			Name   string `json:"name"`
+			Action string `json:"action.lua"`
+		} `json:"definitions"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(cm.Data[actionsKey]), &actions); err != nil {
+		t.Fatalf("%s: %v", actionsKey, err)
+	}
+	if actions.Discovery != string(readFile(t, "actions", "discovery.lua")) {
+		t.Error("the discovery Lua in argocd-cm-patch.yaml differs from actions/discovery.lua")
+	}
+	if len(actions.Definitions) != len(actionNames) {
+		t.Fatalf("%d action definitions, want %v", len(actions.Definitions), actionNames)
+	}
+	for i, d := range actions.Definitions {
+		if d.Name != actionNames[i] || d.Action != string(readFile(t, "actions", d.Name, "action.lua")) {
+			t.Errorf("action definition %d (%s) is not actions/%s/action.lua", i, d.Name, actionNames[i])
+		}
 	}
 }
 
@@ -65,7 +88,7 @@ func TestArgoCDConfigMapPatchAppliesWithKustomize(t *testing.T) {
 	if data["url"] != "https://argocd.example.com" {
 		t.Errorf("the patch dropped argocd-cm's other keys: %v", data)
 	}
-	if data["resource.customizations.health.herokunix.dev_HerokuNixApp"] != readScript(t) {
-		t.Error("the patched argocd-cm does not carry health.lua")
+	if data[healthKey] != readScript(t) || data[actionsKey] != actionsConfig(t) {
+		t.Error("the patched argocd-cm does not carry health.lua and the actions")
 	}
 }

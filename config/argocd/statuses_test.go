@@ -86,6 +86,7 @@ var readOf = map[string]statusCase{
 	"the API-key Secret is missing": {argo: degraded, argoMessage: "CredentialsNotFound: Secret team-a/heroku not found",
 		kstatus: status.FailedStatus},
 	"the Heroku app is not on the container stack":    {argo: degraded, argoMessage: "StackNotContainer:", kstatus: status.FailedStatus},
+	"the Heroku app is a Fir app":                     {argo: degraded, argoMessage: "UnsupportedGeneration:", kstatus: status.FailedStatus},
 	"the Heroku app does not exist":                   {argo: degraded, argoMessage: "AppNotFound:", kstatus: status.FailedStatus},
 	"the API key is refused":                          {argo: degraded, argoMessage: "Unauthorized:", kstatus: status.FailedStatus},
 	"Heroku refused the release":                      {argo: degraded, argoMessage: "ReleaseFailed: releasing images", kstatus: status.FailedStatus},

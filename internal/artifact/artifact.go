@@ -44,14 +44,18 @@ const (
 	// KindNix2Container is nix2container's image JSON; its layers are made
 	// from store paths copied into the workspace.
 	KindNix2Container Kind = "nix2container"
-	// KindClosure is any other package: one layer per store path.
+	// KindClosure is any other package: its closure, grouped into layers by
+	// how many paths depend on each (docs/layers.md).
 	KindClosure Kind = "closure"
 )
 
-// StorePath is one path of a closure with its NAR size (from `nix path-info`).
+// StorePath is one path of a closure with its NAR size and the store paths
+// it references (from `nix path-info`). The references let the push keep
+// paths that change at different rates in different layers.
 type StorePath struct {
-	Path    string `json:"path"`
-	NarSize int64  `json:"narSize"`
+	Path       string   `json:"path"`
+	NarSize    int64    `json:"narSize"`
+	References []string `json:"references,omitempty"`
 }
 
 // ProcessOutput is what the build exported for one Heroku process type.
@@ -152,6 +156,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		for _, sp := range p.Closure {
 			if !IsStorePath(sp.Path) {
 				return nil, fmt.Errorf("build manifest: process %q lists %q, which is not a store path", name, sp.Path)
+			}
+			for _, r := range sp.References {
+				if !IsStorePath(r) {
+					return nil, fmt.Errorf("build manifest: process %q: %s references %q, which is not a store path", name, sp.Path, r)
+				}
 			}
 		}
 	}
@@ -295,6 +304,60 @@ func ParseResult(b []byte) (*Result, error) {
 		}
 	}
 	return &r, nil
+}
+
+// FailureKind names a push failure the controller must tell apart from a
+// failed build.
+type FailureKind string
+
+// FailureUnauthorized: the registry refused the Heroku key (401
+// UNAUTHORIZED, which Heroku's registry also answers for a repository the
+// key cannot reach). Rebuilding cannot help; the credentials must change.
+const FailureUnauthorized FailureKind = "Unauthorized"
+
+// Failure is what `manager push` writes to its termination message instead
+// of a Result when it fails for a reason the controller reports on its own
+// (a bad key is a credentials problem, not a broken build). Any other
+// failure leaves the message to the container's log.
+type Failure struct {
+	Failure FailureKind `json:"failure"`
+	Message string      `json:"message"`
+}
+
+// maxFailureMessage keeps an encoded Failure inside a termination message
+// even if JSON escapes every byte (six bytes each).
+const maxFailureMessage = 600
+
+// Encode returns the JSON form of f, its message cut to fit a termination
+// message.
+func (f *Failure) Encode() ([]byte, error) {
+	c := *f
+	if len(c.Message) > maxFailureMessage {
+		c.Message = c.Message[:maxFailureMessage] + "…"
+	}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return nil, fmt.Errorf("encoding push failure: %w", err)
+	}
+	return b, nil
+}
+
+// ParseFailure reads a Failure back from a termination message. It returns
+// nil (not an error) for anything else: a log tail, a Result, or a kind
+// this controller does not know.
+func ParseFailure(b []byte) *Failure {
+	if len(b) > MaxResultSize {
+		return nil
+	}
+	var f Failure
+	if json.Unmarshal(b, &f) != nil {
+		return nil
+	}
+	switch f.Failure {
+	case FailureUnauthorized:
+		return &f
+	}
+	return nil
 }
 
 // BuildRequest is what one build does: which flake, which outputs, with

@@ -226,3 +226,50 @@ func TestCheckProcessTypes(t *testing.T) {
 		}
 	}
 }
+
+func TestFailureRoundTripAndWhatIsNotAFailure(t *testing.T) {
+	f := &Failure{Failure: FailureUnauthorized, Message: "pushing to registry.heroku.com: UNAUTHORIZED: authentication required"}
+	b, err := f.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ParseFailure(b); got == nil || *got != *f {
+		t.Errorf("round trip: got %+v, want %+v", got, f)
+	}
+	if _, err := ParseResult(b); err == nil {
+		t.Error("a failure was accepted as a result")
+	}
+	for name, in := range map[string]string{
+		"a log tail":      "manager push: pushing to registry.heroku.com: UNAUTHORIZED",
+		"a result":        `{"lockedFlake":"x","images":{"web":{"imageID":"` + digest + `","digest":"` + digest + `"}}}`,
+		"an unknown kind": `{"failure":"Teapot","message":"x"}`,
+		"no kind":         `{"message":"x"}`,
+	} {
+		if got := ParseFailure([]byte(in)); got != nil {
+			t.Errorf("%s: read as a failure %+v", name, got)
+		}
+	}
+}
+
+func TestFailuresFitATerminationMessageWhateverTheirMessage(t *testing.T) {
+	b, err := (&Failure{Failure: FailureUnauthorized, Message: strings.Repeat("\x01", 10*MaxResultSize)}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > MaxResultSize {
+		t.Errorf("encoded failure is %d bytes, over %d", len(b), MaxResultSize)
+	}
+	if ParseFailure(b) == nil {
+		t.Error("a cut failure does not read back")
+	}
+}
+
+func FuzzParseFailure(f *testing.F) {
+	f.Add([]byte(`{"failure":"Unauthorized","message":"authentication required"}`))
+	f.Add([]byte(`{"lockedFlake":"x","unchanged":true}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got := ParseFailure(b); got != nil && got.Failure != FailureUnauthorized {
+			t.Fatalf("accepted an unknown kind: %+v", got)
+		}
+	})
+}

@@ -24,6 +24,10 @@ type State struct {
 	Result *artifact.Result
 	// Message is the end of the build's log when it failed.
 	Message string
+	// Failure, on a failed build, names a failure that is not the build's
+	// fault: artifact.FailureUnauthorized when the registry refused the
+	// Heroku key (a credentials problem). Empty for a failed build.
+	Failure artifact.FailureKind
 	// Started reports that this call started the build.
 	Started bool
 }

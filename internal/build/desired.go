@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -63,17 +62,27 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 		}
 		return d
 	}
-	d.Background = last.SucceededHash == specHash && len(app.Status.Images) > 0
-	if d.Background && isMovingRef(app.Spec.Flake) {
-		d.Request.SkipIfRevision = app.Status.Revision
-	}
 	if last.CompletionTime == nil {
+		d.Background = !last.Repush && last.SucceededHash == specHash && len(app.Status.Images) > 0
+		if d.Background && isMovingRef(app.Spec.Flake) {
+			d.Request.SkipIfRevision = app.Status.Revision
+		}
 		d.Name = last.Job
 		return d
 	}
 	// A new build of the same spec is named after the one it follows, so
 	// each is a Job of its own and none is run twice.
 	next := buildName(app, Fingerprint(specHash, last.Job, last.CompletionTime.UTC().Format(time.RFC3339)))
+	if last.Repush {
+		// The images must be pushed again (their release expired): build
+		// in the foreground, without skipping an unchanged revision.
+		d.Name = next
+		return d
+	}
+	d.Background = last.SucceededHash == specHash && len(app.Status.Images) > 0
+	if d.Background && isMovingRef(app.Spec.Flake) {
+		d.Request.SkipIfRevision = app.Status.Revision
+	}
 	failed := last.Message != ""
 	moving := isMovingRef(app.Spec.Flake)
 	intervalPassed := now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
@@ -129,14 +138,4 @@ func isMovingRef(ref string) bool {
 	base, _, _ := strings.Cut(ref, "?")
 	parts := strings.Split(base, "/")
 	return !hexRev.MatchString(parts[len(parts)-1])
-}
-
-// sortedKeys returns m's keys in order, for deterministic output.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

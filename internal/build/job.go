@@ -3,6 +3,7 @@ package build
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -110,6 +111,9 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 	}}
 	pushArgs := []string{"push", "--workspace", workspaceDir, "--app", app.Spec.AppName,
 		"--registry", images.RegistryHost, "--result", corev1.TerminationMessagePathDefault}
+	if n := app.Spec.Build.MaxLayers; n != nil {
+		pushArgs = append(pushArgs, "--max-layers", strconv.Itoa(int(*n)))
+	}
 
 	nonRoot := &corev1.SecurityContext{
 		RunAsNonRoot:             ptr.To(true),
@@ -128,8 +132,14 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 				ObjectMeta: metav1.ObjectMeta{Labels: jobLabels},
 				Spec: corev1.PodSpec{
 					RestartPolicy: corev1.RestartPolicyNever,
-					// Build pods run user code: they get no API access at all.
+					// Build pods run user code: they get no API access at all,
+					// even when spec.build.serviceAccountName names an account.
 					AutomountServiceAccountToken: ptr.To(false),
+					ServiceAccountName:           app.Spec.Build.ServiceAccountName,
+					NodeSelector:                 app.Spec.Build.NodeSelector,
+					Tolerations:                  app.Spec.Build.Tolerations,
+					Affinity:                     app.Spec.Build.Affinity,
+					PriorityClassName:            app.Spec.Build.PriorityClassName,
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext:              &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 					Volumes:                      volumes,

@@ -79,7 +79,7 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 		}
 		return State{Phase: Succeeded, Result: res}, nil
 	case jobHasCondition(&job, batchv1.JobFailed):
-		return State{Phase: Failed, Message: j.failureMessage(ctx, &job)}, nil
+		return j.failedState(ctx, &job), nil
 	}
 	return State{Phase: Running}, nil
 }
@@ -142,6 +142,25 @@ func (j *JobBuilder) terminationMessage(ctx context.Context, job *batchv1.Job, c
 		}
 	}
 	return "", fmt.Errorf("build job %s completed but its %s container's result is gone: %w", job.Name, container, errNoMessage)
+}
+
+// failedState is what a failed Job says: a credentials failure when its
+// push container wrote one (artifact.Failure; only the push container's
+// word counts, as the build container runs user code), else a failed build
+// explained by failureMessage.
+func (j *JobBuilder) failedState(ctx context.Context, job *batchv1.Job) State {
+	if pods, err := j.jobPods(ctx, job); err == nil {
+		for _, pod := range pods {
+			for _, cs := range pod.Status.ContainerStatuses {
+				if t := cs.State.Terminated; cs.Name == containerPush && t != nil && t.ExitCode != 0 {
+					if f := artifact.ParseFailure([]byte(t.Message)); f != nil {
+						return State{Phase: Failed, Failure: f.Failure, Message: fmt.Sprintf("%s container: %s", containerPush, f.Message)}
+					}
+				}
+			}
+		}
+	}
+	return State{Phase: Failed, Message: j.failureMessage(ctx, job)}
 }
 
 // failureMessage explains a failed Job: the failing container's last log

@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/image"
 	"github.com/herokunix/herokunix/internal/nixbuild"
@@ -98,13 +100,17 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		return State{Phase: Failed, Message: err.Error()}
 	}
 	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
-		Options:   image.Options{TempDir: workspace},
+		Options:   image.Options{TempDir: workspace, MaxLayers: int(ptr.Deref(app.Spec.Build.MaxLayers, 0))},
 		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
 		Insecure:  l.InsecureRegistry,
 		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
 	})
 	if err != nil {
-		return State{Phase: Failed, Message: err.Error()}
+		state := State{Phase: Failed, Message: err.Error()}
+		if image.IsUnauthorized(err) {
+			state.Failure = artifact.FailureUnauthorized
+		}
+		return state
 	}
 	return State{Phase: Succeeded, Result: res}
 }

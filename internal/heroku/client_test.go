@@ -543,3 +543,35 @@ func TestRequestsCarryHerokusHeaders(t *testing.T) {
 		t.Errorf("headers = %v", got)
 	}
 }
+
+// SendImages is the PATCH alone, and sending the same images again is
+// safe once their release ran: Heroku skips every type already running
+// its image and makes no release; a changed type alone makes one.
+func TestSendImagesAgainMakesNoReleaseAndAChangedTypeOne(t *testing.T) {
+	e := newEnv(t)
+	e.stub.CreateApp("shop", "container")
+	web, worker := e.push(t, "shop/web"), e.push(t, "shop/worker")
+	ctx := context.Background()
+	images := map[string]string{"web": web, "worker": worker}
+	if err := e.client.SendImages(ctx, "shop", images); err != nil {
+		t.Fatal(err)
+	}
+	made := len(e.stub.Releases("shop"))
+	if err := e.client.SendImages(ctx, "shop", images); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.stub.Releases("shop")); n != made {
+		t.Errorf("sending the running images again made %d releases", n-made)
+	}
+	images["web"] = e.push(t, "shop/web")
+	if err := e.client.SendImages(ctx, "shop", images); err != nil {
+		t.Fatal(err)
+	}
+	rels := e.stub.Releases("shop")
+	if len(rels) != made+1 || rels[len(rels)-1].Images["web"] != images["web"] || rels[len(rels)-1].Images["worker"] != worker {
+		t.Errorf("after changing web: %d releases, latest %+v", len(rels)-made, rels[len(rels)-1])
+	}
+	if err := e.client.SendImages(ctx, "shop", map[string]string{"web": "latest"}); !errors.Is(err, ErrInvalidParams) {
+		t.Errorf("a malformed image ID: %v, want invalid params without a call", err)
+	}
+}

@@ -246,22 +246,10 @@ const (
 // what happened. It needs three calls of budget up front so a release is
 // not left half-observed by the client-side limiter.
 func (c *Client) ReleaseImages(ctx context.Context, app string, images map[string]string) (*Release, ReleaseOutcome, error) {
-	if len(images) == 0 {
-		return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
+	body, err := dockerRelease(images)
+	if err != nil {
+		return nil, 0, err
 	}
-	body := dockerReleaseBody{}
-	for typ, id := range images {
-		if !processTypeRE.MatchString(typ) {
-			return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
-		}
-		if !imageIDRE.MatchString(id) {
-			return nil, 0, &Error{Kind: KindInvalidParams, ID: "invalid_params",
-				Message: fmt.Sprintf("image ID for %q must be a config digest sha256:<64 hex>", typ)}
-		}
-		body.Updates = append(body.Updates, dockerUpdate{Type: typ, DockerImage: id})
-	}
-	sort.Slice(body.Updates, func(i, j int) bool { return body.Updates[i].Type < body.Updates[j].Type })
-
 	if wait, ok := c.limiter.peek(c.now(), 3); !ok {
 		return nil, 0, &Error{Kind: KindRateLimited, ID: "rate_limit",
 			Message: "herokunix's share of the Heroku rate limit is too low to release", RetryAfter: wait}
@@ -277,9 +265,7 @@ func (c *Client) ReleaseImages(ctx context.Context, app string, images map[strin
 	if before != nil && Deploys(before, images) {
 		return before, AlreadyDeployed, nil
 	}
-	err = c.do(ctx, request{op: "formation.docker-release", method: "PATCH",
-		path: "/apps/" + url.PathEscape(app) + "/formation", body: body, accept: acceptDockerReleases}, nil)
-	if err != nil {
+	if err := c.sendImages(ctx, app, body); err != nil {
 		return nil, 0, err
 	}
 	after, err := c.CurrentRelease(ctx, app)
@@ -290,6 +276,44 @@ func (c *Client) ReleaseImages(ctx context.Context, app string, images map[strin
 		return after, NotReleased, nil
 	}
 	return after, Released, nil
+}
+
+// SendImages is the docker-releases formation PATCH alone, for a caller
+// that reads the releases around it itself. Heroku updates only the types
+// not already running the requested image (per-type ignore) and makes no
+// release when none changed, so sending the same images again is safe once
+// no release of them is pending.
+func (c *Client) SendImages(ctx context.Context, app string, images map[string]string) error {
+	body, err := dockerRelease(images)
+	if err != nil {
+		return err
+	}
+	return c.sendImages(ctx, app, body)
+}
+
+func (c *Client) sendImages(ctx context.Context, app string, body dockerReleaseBody) error {
+	return c.do(ctx, request{op: "formation.docker-release", method: "PATCH",
+		path: "/apps/" + url.PathEscape(app) + "/formation", body: body, accept: acceptDockerReleases}, nil)
+}
+
+// dockerRelease checks images and makes the PATCH body, types sorted.
+func dockerRelease(images map[string]string) (dockerReleaseBody, error) {
+	body := dockerReleaseBody{}
+	if len(images) == 0 {
+		return body, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no images to release"}
+	}
+	for typ, id := range images {
+		if !processTypeRE.MatchString(typ) {
+			return body, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("process type %q is not valid", typ)}
+		}
+		if !imageIDRE.MatchString(id) {
+			return body, &Error{Kind: KindInvalidParams, ID: "invalid_params",
+				Message: fmt.Sprintf("image ID for %q must be a config digest sha256:<64 hex>", typ)}
+		}
+		body.Updates = append(body.Updates, dockerUpdate{Type: typ, DockerImage: id})
+	}
+	sort.Slice(body.Updates, func(i, j int) bool { return body.Updates[i].Type < body.Updates[j].Type })
+	return body, nil
 }
 
 // Deploys says whether Heroku describes rel as the deploy of exactly these

@@ -30,7 +30,9 @@ const maxJSON = 16 << 20
 // and refused if any name in it or in its layers is absolute or climbs out
 // with "..", a symlink climbs out of the tree, an entry is a device, FIFO or
 // sparse file, or it is larger than the limits. Layers already
-// gzip-compressed are pushed as they are; others are compressed once.
+// gzip-compressed are pushed as they are; others are compressed once. An
+// image of more layers than opts.MaxLayers has its lowest layers merged
+// into one (mergeToBudget).
 // A gzip-compressed archive is decompressed once into a temporary file.
 func FromDockerArchive(p string, opts Options) (v1.Image, error) {
 	f, err := os.Open(p)
@@ -174,9 +176,6 @@ func readTarArchive(sr *io.SectionReader, b *budget, tmpDir string) (v1.Image, e
 	// A docker-archive may hold several images (several tags, or `docker
 	// save a b`). The tools herokunix reads write one; it takes the first.
 	m := manifest[0]
-	if len(m.Layers) > b.lim.MaxLayers {
-		return nil, fmt.Errorf("image has %d layers, more than %d", len(m.Layers), b.lim.MaxLayers)
-	}
 	ce, err := resolve(entries, m.Config)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -219,6 +218,9 @@ func readTarArchive(sr *io.SectionReader, b *budget, tmpDir string) (v1.Image, e
 	}
 	if err := g.Wait(); err != nil {
 		return nil, fmt.Errorf("compressing layers: %w", err)
+	}
+	if layers, err = mergeToBudget(&cfg, layers, b.lim.MaxLayers, tmpDir); err != nil {
+		return nil, fmt.Errorf("fitting %d layers into %d: %w", len(m.Layers), b.lim.MaxLayers, err)
 	}
 	return assemble(cfg, layers, nil)
 }

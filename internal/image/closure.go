@@ -1,7 +1,6 @@
 package image
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -19,9 +18,9 @@ import (
 )
 
 // FromClosure makes an image of a closure copied under storeRoot (so that
-// /nix/store/x is at <storeRoot>/nix/store/x): one layer per store path,
-// largest narSize first, up to opts.ClosureLayers-1, the rest merged into
-// one last layer. Its entrypoint is command (a relative command[0] such as
+// /nix/store/x is at <storeRoot>/nix/store/x) in at most opts.MaxLayers
+// layers, grouped by planClosure: the most depended-on store paths at the
+// bottom, one layer each while the budget lasts, and outPath alone on top. Its entrypoint is command (a relative command[0] such as
 // bin/worker is taken inside outPath), or outPath's only program in bin/.
 // Layers prev records as made from the same store paths are reused from the
 // registry without reading the files; prev may be nil.
@@ -44,21 +43,7 @@ func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string,
 	if !seen[outPath] {
 		return nil, Stats{}, fmt.Errorf("closure does not include the output %s", outPath)
 	}
-	slices.SortFunc(paths, func(a, b artifact.StorePath) int {
-		return cmp.Or(cmp.Compare(b.NarSize, a.NarSize), strings.Compare(a.Path, b.Path))
-	})
-	n := opts.ClosureLayers
-	var groups [][]string
-	for i, sp := range paths {
-		if i < n-1 || len(paths) <= n {
-			groups = append(groups, []string{sp.Path})
-			continue
-		}
-		if i == n-1 {
-			groups = append(groups, nil)
-		}
-		groups[len(groups)-1] = append(groups[len(groups)-1], sp.Path)
-	}
+	groups := planClosure(paths, outPath, opts.MaxLayers)
 
 	root, err := os.OpenRoot(storeRoot)
 	if err != nil {
@@ -73,7 +58,6 @@ func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string,
 	keys := make([]string, len(groups))
 	history := make([]v1.History, len(groups))
 	for i, grp := range groups {
-		slices.Sort(grp)
 		keys[i] = closureKey(grp)
 		history[i] = v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "herokunix: " + describeGroup(grp)}
 	}

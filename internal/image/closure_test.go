@@ -94,13 +94,14 @@ func TestClosureImageIsPushedAndPulledBackAsDockerSchema2(t *testing.T) {
 	if len(layers) != 3 {
 		t.Fatalf("%d layers, want one per store path", len(layers))
 	}
-	// Largest narSize first: lib, app, the config file.
-	for i, sp := range []string{libPath, appPath, etcPath} {
+	// Largest narSize first (without references, none is more depended on
+	// than another): lib, the config file; the output on top.
+	for i, sp := range []string{libPath, etcPath, appPath} {
 		if !strings.Contains(cf.History[i].CreatedBy, sp) {
 			t.Errorf("layer %d history %q, want %s", i, cf.History[i].CreatedBy, sp)
 		}
 	}
-	names, entries := layerEntries(t, layers[1])
+	names, entries := layerEntries(t, layers[2])
 	rel := strings.TrimPrefix(appPath, "/")
 	wantNames := []string{"nix/", "nix/store/", rel + "/", rel + "/bin/", rel + "/bin/server", rel + "/lib/", rel + "/lib/libfoo.so",
 		rel + "/share/", rel + "/share/doc/", rel + "/share/doc/README", rel + "/share/doc/relative", rel + "/share/empty/"}
@@ -119,7 +120,7 @@ func TestClosureImageIsPushedAndPulledBackAsDockerSchema2(t *testing.T) {
 			t.Errorf("%s: %+v, want %+v", n, got, want)
 		}
 	}
-	names, entries = layerEntries(t, layers[2])
+	names, entries = layerEntries(t, layers[1])
 	if want := []string{"nix/", "nix/store/", strings.TrimPrefix(etcPath, "/")}; !slices.Equal(names, want) {
 		t.Errorf("single-file store path layer: %q, want %q", names, want)
 	}
@@ -128,7 +129,9 @@ func TestClosureImageIsPushedAndPulledBackAsDockerSchema2(t *testing.T) {
 	}
 }
 
-func TestClosureMergesTheSmallestStorePathsIntoTheLastLayer(t *testing.T) {
+// Without references every path is as depended-on as any other: the
+// largest get layers of their own, the rest share one under the output.
+func TestClosureMergesTheSmallestStorePathsUnderTheOutput(t *testing.T) {
 	root := t.TempDir()
 	var closure []artifact.StorePath
 	for i := range 6 {
@@ -136,7 +139,7 @@ func TestClosureMergesTheSmallestStorePathsIntoTheLastLayer(t *testing.T) {
 		makeStorePath(t, root, sp, map[string]file{"f": {body: sp}})
 		closure = append(closure, artifact.StorePath{Path: sp, NarSize: int64(1000 - i)})
 	}
-	img, _, err := FromClosure(root, closure, closure[0].Path, []string{"/bin/true"}, Options{ClosureLayers: 3}, nil)
+	img, _, err := FromClosure(root, closure, closure[0].Path, []string{"/bin/true"}, Options{MaxLayers: 3}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,16 +147,24 @@ func TestClosureMergesTheSmallestStorePathsIntoTheLastLayer(t *testing.T) {
 	if len(layers) != 3 {
 		t.Fatalf("%d layers, want 3", len(layers))
 	}
-	names, _ := layerEntries(t, layers[2])
+	for i, want := range [][]string{{closure[1].Path}, {closure[2].Path, closure[3].Path, closure[4].Path, closure[5].Path}, {closure[0].Path}} {
+		if got := layerStorePaths(t, layers[i]); !slices.Equal(got, want) {
+			t.Errorf("layer %d holds %q, want %q", i, got, want)
+		}
+	}
+}
+
+// layerStorePaths lists the store paths a layer holds.
+func layerStorePaths(t *testing.T, l v1.Layer) []string {
+	t.Helper()
+	names, _ := layerEntries(t, l)
 	var got []string
 	for _, n := range names {
 		if strings.Count(n, "/") == 3 && strings.HasSuffix(n, "/") {
 			got = append(got, "/"+strings.TrimSuffix(n, "/"))
 		}
 	}
-	if want := []string{closure[2].Path, closure[3].Path, closure[4].Path, closure[5].Path}; !slices.Equal(got, want) {
-		t.Errorf("merged layer holds %q, want %q", got, want)
-	}
+	return got
 }
 
 func TestClosureEntrypoint(t *testing.T) {
@@ -236,8 +247,13 @@ func TestClosureRefusesBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	layers, _ := img.Layers()
-	_, entries := layerEntries(t, layers[len(layers)-1])
-	if e := entries[strings.TrimPrefix(outside, "/")]; e.typ != '2' || e.link != "/etc" {
+	var e layerEntry
+	for _, l := range layers {
+		if _, entries := layerEntries(t, l); entries[strings.TrimPrefix(outside, "/")].typ != 0 {
+			e = entries[strings.TrimPrefix(outside, "/")]
+		}
+	}
+	if e.typ != '2' || e.link != "/etc" {
 		t.Errorf("store path that is a symlink: %+v, want the symlink itself", e)
 	}
 }

@@ -6,6 +6,11 @@
 // and the linux/amd64 platform, because Heroku's registry takes nothing else.
 // One push path (Push) handles them all.
 //
+// Every image fits a layer budget (Options.MaxLayers, DefaultLayers unless
+// set, never above CeilingLayers, since Heroku fails to boot images of many
+// layers): a closure is grouped by planClosure, and a docker-archive or
+// nix2container image with more layers has its lowest ones merged.
+//
 // Layers herokunix makes itself are reproducible: entries sorted by name,
 // mtime 1970-01-01T00:00:01Z, uid/gid 0, no user or group names, Nix's
 // canonical permissions, PAX headers and gzip at a fixed level with an empty
@@ -52,25 +57,27 @@ type Options struct {
 	MaxBytes int64
 	// MaxEntries caps the tar entries (or files, or listed paths) in one input.
 	MaxEntries int
-	// MaxLayers caps the layers of one image.
+	// MaxLayers is the layer budget: the most layers one image may have.
+	// An input with more is re-layered (closure paths grouped, adjacent
+	// layers of an archive or nix2container image merged), never refused
+	// for its count. It is lowered to CeilingLayers when above it.
 	MaxLayers int
-	// ClosureLayers is how many layers closure mode makes at most: the
-	// largest store paths get a layer each, the rest share the last one.
-	// It is lowered to MaxLayers when above it.
-	ClosureLayers int
 	// TempDir holds compressed layers until they are pushed (default
 	// os.TempDir()).
 	TempDir string
 }
 
-// DefaultClosureLayers is Options.ClosureLayers when unset: room under the
-// 127 layers Docker (and so Heroku) can stack.
-const DefaultClosureLayers = 100
+// The layer budget. Heroku reportedly fails to boot images of about 40 layers
+// or more (see docs/layers.md), so no image herokunix makes goes above
+// CeilingLayers, and DefaultLayers leaves room under it.
+const (
+	DefaultLayers = 32
+	CeilingLayers = 40
+)
 
-// DefaultOptions are 20 GiB, a million entries, 127 layers (Docker's overlay
-// limit, which Heroku shares) and DefaultClosureLayers.
+// DefaultOptions are 20 GiB, a million entries and DefaultLayers.
 func DefaultOptions() Options {
-	return Options{MaxBytes: 20 << 30, MaxEntries: 1_000_000, MaxLayers: 127, ClosureLayers: DefaultClosureLayers}
+	return Options{MaxBytes: 20 << 30, MaxEntries: 1_000_000, MaxLayers: DefaultLayers}
 }
 
 func (o Options) orDefault() Options {
@@ -84,10 +91,7 @@ func (o Options) orDefault() Options {
 	if o.MaxLayers <= 0 {
 		o.MaxLayers = d.MaxLayers
 	}
-	if o.ClosureLayers <= 0 {
-		o.ClosureLayers = d.ClosureLayers
-	}
-	o.ClosureLayers = min(o.ClosureLayers, o.MaxLayers)
+	o.MaxLayers = min(o.MaxLayers, CeilingLayers)
 	return o
 }
 
@@ -163,6 +167,9 @@ func assemble(cfg v1.ConfigFile, layers []v1.Layer, history []v1.History) (v1.Im
 	}
 	if history != nil && len(history) != len(layers) {
 		return nil, fmt.Errorf("image has %d layers but %d history entries", len(layers), len(history))
+	}
+	if len(layers) > CeilingLayers {
+		return nil, fmt.Errorf("image has %d layers, more than the ceiling of %d", len(layers), CeilingLayers)
 	}
 	img := mutate.MediaType(empty.Image, types.DockerManifestSchema2)
 	img = mutate.ConfigMediaType(img, types.DockerConfigJSON)

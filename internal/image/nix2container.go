@@ -52,9 +52,6 @@ func planNix2Container(img *nix2container.Image, lim Options) (*n2cPlan, error) 
 	if img.Arch != "" && img.Arch != Architecture {
 		return nil, fmt.Errorf("nix2container image is for %s; Heroku runs only %s", img.Arch, Architecture)
 	}
-	if len(img.Layers) > lim.MaxLayers {
-		return nil, fmt.Errorf("nix2container image has %d layers, more than %d", len(img.Layers), lim.MaxLayers)
-	}
 	plan := &n2cPlan{created: epoch}
 	if img.ImageConfig != nil {
 		plan.config = *img.ImageConfig
@@ -167,7 +164,8 @@ func compileOptions(o *nix2container.Options) (*pathOptions, error) {
 // the store paths it lists (and any prebuilt layer-path tarballs) under
 // storeRoot. Each layer is written again with herokunix's reproducible tar
 // writer, honouring the path options rewrite, perms and ignoreDestination;
-// nix2container's own digests are not used. A layer prev records as made
+// nix2container's own digests are not used. An image of more layers than
+// opts.MaxLayers has its lowest layers merged into one. A layer prev records as made
 // from the same paths and options is reused without reading the files; prev
 // may be nil.
 func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) (v1.Image, Stats, error) {
@@ -194,11 +192,25 @@ func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) 
 		}
 	}()
 
-	keys := make([]string, len(plan.layers))
-	history := make([]v1.History, len(plan.layers))
-	for i, pl := range plan.layers {
+	// Layers beyond the budget: the lowest ones are merged into one,
+	// which the registry keeps under a key made of theirs.
+	runs := mergeRuns(len(plan.layers), opts.MaxLayers)
+	keys := make([]string, len(runs))
+	history := make([]v1.History, len(runs))
+	for i, run := range runs {
+		pl := plan.layers[run[1]-1]
 		keys[i] = pl.key
+		if run[1]-run[0] > 1 {
+			h := sha256.New()
+			for _, m := range plan.layers[run[0]:run[1]] {
+				fmt.Fprintln(h, m.key)
+			}
+			keys[i] = "merged:sha256:" + hex.EncodeToString(h.Sum(nil))
+		}
 		h := pl.history
+		if run[1]-run[0] > 1 {
+			h = v1.History{CreatedBy: mergedHistory(run[1] - run[0])}
+		}
 		if h.Created.IsZero() {
 			h.Created = v1.Time{Time: plan.created}
 		}
@@ -208,7 +220,7 @@ func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) 
 		h.EmptyLayer = false
 		history[i] = h
 	}
-	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
+	buildOne := func(i int) (v1.Layer, error) {
 		pl := plan.layers[i]
 		root, err := openRoot()
 		if err != nil {
@@ -230,6 +242,25 @@ func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) 
 		}
 		if err != nil {
 			return nil, fmt.Errorf("nix2container layer %d: %w", i, err)
+		}
+		return l, nil
+	}
+	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
+		run := runs[i]
+		if run[1]-run[0] == 1 {
+			return buildOne(run[0])
+		}
+		members := make([]v1.Layer, 0, run[1]-run[0])
+		for j := run[0]; j < run[1]; j++ {
+			l, err := buildOne(j)
+			if err != nil {
+				return nil, err
+			}
+			members = append(members, l)
+		}
+		l, err := squash(members, opts.TempDir)
+		if err != nil {
+			return nil, fmt.Errorf("merging nix2container layers %d to %d: %w", run[0], run[1]-1, err)
 		}
 		return l, nil
 	})

@@ -157,12 +157,6 @@ func TestParseNix2ContainerRefusesBadInput(t *testing.T) {
 			}
 		})
 	}
-	t.Run("too many layers", func(t *testing.T) {
-		_, err := parseNix2Container([]byte(good), Options{MaxLayers: 1})
-		if err == nil || !strings.Contains(err.Error(), "more than 1") {
-			t.Fatalf("error %v", err)
-		}
-	})
 }
 
 func TestNix2ContainerPrebuiltLayerIsChecked(t *testing.T) {

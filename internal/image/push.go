@@ -24,10 +24,13 @@ import (
 // Tag is the tag Heroku releases from.
 const Tag = "latest"
 
+// pushJobs is how many blobs a push checks or uploads at once.
+const pushJobs = 8
+
 // Push pushes each process type's image to
 // <registryHost>/<app>/<type>:latest, all at once with remote.MultiWrite,
 // which uploads layers in parallel and skips the blobs the registry already
-// has. It returns, per process type, the image ID (config digest, what
+// has. An image over CeilingLayers is refused. It returns, per process type, the image ID (config digest, what
 // Heroku releases) and the manifest digest. A loopback registryHost
 // (localhost, 127.0.0.1) is reached over plain HTTP.
 func Push(ctx context.Context, images map[string]v1.Image, registryHost, app string, opts ...remote.Option) (map[string]artifact.Image, error) {
@@ -61,10 +64,19 @@ func push(ctx context.Context, images map[string]v1.Image, registryHost, app str
 		if err != nil {
 			return nil, fmt.Errorf("process %q: %w", pt, err)
 		}
+		m, err := img.Manifest()
+		if err != nil {
+			return nil, fmt.Errorf("process %q: %w", pt, err)
+		}
+		if len(m.Layers) > CeilingLayers {
+			return nil, fmt.Errorf("process %q: image has %d layers; Heroku boots no more than %d", pt, len(m.Layers), CeilingLayers)
+		}
 		todo[ref] = img
 		out[pt] = artifact.Image{ImageID: id.String(), Digest: d.String()}
 	}
-	opts = append(slices.Clone(opts), remote.WithContext(ctx))
+	// Most of a warm push is HEAD requests for blobs the registry has:
+	// more at once than remote's default of 4 (the caller's options win).
+	opts = append([]remote.Option{remote.WithJobs(pushJobs)}, append(slices.Clone(opts), remote.WithContext(ctx))...)
 	if err := remote.MultiWrite(todo, opts...); err != nil {
 		return nil, fmt.Errorf("pushing to %s: %w", registryHost, err)
 	}
@@ -257,17 +269,38 @@ func workspaceFile(workspace, rel string) (string, error) {
 }
 
 // previous fetches the image a process type runs now, or nil if there is
-// none yet.
+// none yet. Only "not found" means none: a 401 is the registry refusing
+// the key (Heroku answers it for a repository the key cannot reach), which
+// a push would meet too, so it is an error IsUnauthorized recognises, never
+// "no previous image".
 func previous(ref name.Tag, opts []remote.Option) (v1.Image, error) {
 	img, err := remote.Image(ref, opts...)
 	if err == nil {
 		return img, nil
+	}
+	if IsUnauthorized(err) {
+		return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)) {
 		return nil, nil
 	}
 	return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
+}
+
+// IsUnauthorized says whether err is the registry refusing the credentials:
+// 401 UNAUTHORIZED, which Heroku's registry answers both for a wrong key and
+// for a repository the key cannot reach (another account's app, no such
+// app; heroku.md "Registry"). [U] A 403 or a DENIED code is taken the same
+// way: Heroku is not known to send them, and other registries mean by them
+// that the key may not touch the repository.
+func IsUnauthorized(err error) bool {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return false
+	}
+	return terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden ||
+		hasCode(terr, transport.UnauthorizedErrorCode, transport.DeniedErrorCode)
 }
 
 func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {

@@ -59,6 +59,16 @@ var (
 		Help: `Heroku Platform API calls, by operation and HTTP status code ("none" when no answer came).`,
 	}, []string{"operation", "code"})
 
+	webhookEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "herokunix_webhook_events_total",
+		Help: "Requests to the webhook receiver, by sender (github, gitlab, generic, unknown) and answer (accepted, duplicate, ignored, unauthorized, too-many-requests, …).",
+	}, []string{"provider", "status"})
+
+	webhookMarked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "herokunix_webhook_reconciles_requested_total",
+		Help: "Reconcile requests the webhook receiver made (resources marked by push events).",
+	})
+
 	herokuRateLimitRemaining = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "herokunix_heroku_ratelimit_remaining",
 		Help: "The last RateLimit-Remaining header Heroku sent, of any account the controller uses.",
@@ -66,7 +76,7 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(builds, buildDuration, pushBytes, pushBlobsSkipped, releases, herokuCalls, herokuRateLimitRemaining)
+	ctrlmetrics.Registry.MustRegister(builds, buildDuration, pushBytes, pushBlobsSkipped, releases, herokuCalls, herokuRateLimitRemaining, webhookEvents, webhookMarked)
 }
 
 // BuildFinished records a build that ended with result (ResultSucceeded or
@@ -112,4 +122,13 @@ func (HerokuObserver) ObserveCall(operation string, statusCode int) {
 // ObserveRateLimitRemaining sets the rate-limit gauge.
 func (HerokuObserver) ObserveRateLimitRemaining(n int) {
 	herokuRateLimitRemaining.Set(float64(n))
+}
+
+// WebhookEvent records one request to the webhook receiver and how many
+// resources it marked for a reconcile.
+func WebhookEvent(provider, status string, marked int) {
+	webhookEvents.WithLabelValues(provider, status).Inc()
+	if marked > 0 {
+		webhookMarked.Add(float64(marked))
+	}
 }

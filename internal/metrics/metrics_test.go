@@ -138,6 +138,8 @@ func TestMetricsAreServedOnTheManagerEndpoint(t *testing.T) {
 	obs.ObserveCall("formation.docker-release", 429)
 	obs.ObserveCall("app.info", 0)
 	obs.ObserveRateLimitRemaining(4321)
+	metrics.WebhookEvent("github", "accepted", 3)
+	metrics.WebhookEvent("github", "unauthorized", 0)
 
 	after, err := scrape(url)
 	if err != nil {
@@ -161,6 +163,9 @@ func TestMetricsAreServedOnTheManagerEndpoint(t *testing.T) {
 		{"herokunix_heroku_api_calls_total", `code="200",operation="release.list"`, 2},
 		{"herokunix_heroku_api_calls_total", `code="429",operation="formation.docker-release"`, 1},
 		{"herokunix_heroku_api_calls_total", `code="none",operation="app.info"`, 1},
+		{"herokunix_webhook_events_total", `provider="github",status="accepted"`, 1},
+		{"herokunix_webhook_events_total", `provider="github",status="unauthorized"`, 1},
+		{"herokunix_webhook_reconciles_requested_total", ``, 3},
 	} {
 		s := sample{tc.name, tc.labels}
 		got, ok := after[s]

@@ -23,12 +23,13 @@ const (
 
 func TestParsePathInfo(t *testing.T) {
 	want := []artifact.StorePath{{Path: storeA, NarSize: 120}, {Path: storeB, NarSize: 4096}}
+	withRefs := []artifact.StorePath{{Path: storeA, NarSize: 120, References: []string{storeB}}, {Path: storeB, NarSize: 4096}}
 	for _, tc := range []struct {
 		name, json string
 		want       []artifact.StorePath
 		wantErr    bool
 	}{
-		{name: "Nix 2.8's array, sorted by path", want: want,
+		{name: "Nix 2.8's array, sorted by path", want: withRefs,
 			json: `[{"path":"` + storeB + `","narHash":"sha256-x","narSize":4096,"references":[]},
 			        {"path":"` + storeA + `","narSize":120,"references":["` + storeB + `"],"ultimate":true}]`},
 		{name: "newer Nix's object keyed by path", want: want,
@@ -37,6 +38,7 @@ func TestParsePathInfo(t *testing.T) {
 			json: `[{"path":"` + storeA + `","narSize":120},{"path":"` + storeA + `","narSize":120}]`},
 		{name: "an invalid path in the array format", wantErr: true, json: `[{"path":"` + storeA + `","valid":false}]`},
 		{name: "an invalid path in the object format", wantErr: true, json: `{"` + storeA + `":null}`},
+		{name: "a reference outside the store", wantErr: true, json: `[{"path":"` + storeA + `","narSize":1,"references":["/etc"]}]`},
 		{name: "a path outside the store", wantErr: true, json: `[{"path":"/etc/passwd","narSize":1}]`},
 		{name: "a subpath", wantErr: true, json: `[{"path":"` + storeA + `/../../etc","narSize":1}]`},
 		{name: "no size", wantErr: true, json: `[{"path":"` + storeA + `"}]`},
@@ -57,7 +59,9 @@ func TestParsePathInfo(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !slices.Equal(got, tc.want) {
+			if !slices.EqualFunc(got, tc.want, func(a, b artifact.StorePath) bool {
+				return a.Path == b.Path && a.NarSize == b.NarSize && slices.Equal(a.References, b.References)
+			}) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
 		})

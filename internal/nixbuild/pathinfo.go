@@ -5,13 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 )
 
 // ParsePathInfo parses the output of `nix path-info --json` (with or without
-// -r) into store paths with their NAR sizes, sorted by path. It accepts both
+// -r) into store paths with their NAR sizes and references, sorted by path. It accepts both
 // formats Nix has used: an array of objects with a "path" field (Nix 2.8 up
 // to 2.18) and an object keyed by store path (newer Nix), where a null value
 // marks a path that is not valid in the store.
@@ -21,9 +22,10 @@ func ParsePathInfo(b []byte) ([]artifact.StorePath, error) {
 		return nil, errors.New("nix path-info printed nothing")
 	}
 	type info struct {
-		Path    string `json:"path"`
-		NarSize *int64 `json:"narSize"`
-		Valid   *bool  `json:"valid"`
+		Path       string   `json:"path"`
+		NarSize    *int64   `json:"narSize"`
+		Valid      *bool    `json:"valid"`
+		References []string `json:"references"`
 	}
 	var entries []info
 	switch b[0] {
@@ -65,7 +67,16 @@ func ParsePathInfo(b []byte) ([]artifact.StorePath, error) {
 			continue
 		}
 		seen[e.Path] = true
-		out = append(out, artifact.StorePath{Path: e.Path, NarSize: *e.NarSize})
+		for _, r := range e.References {
+			if !artifact.IsStorePath(r) {
+				return nil, fmt.Errorf("nix path-info: %q references %q, which is not a store path", e.Path, r)
+			}
+		}
+		var refs []string
+		if len(e.References) > 0 {
+			refs = slices.Compact(slices.Sorted(slices.Values(e.References)))
+		}
+		out = append(out, artifact.StorePath{Path: e.Path, NarSize: *e.NarSize, References: refs})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("nix path-info listed no paths")

@@ -224,10 +224,14 @@ func TestHerokuRefusalsEndInTheRightConditionWithNothingReleased(t *testing.T) {
 			h.createSecret()
 			appName := tc.setup(h)
 			app := h.newApp("shop", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = appName })
-			h.completeJob(h.buildJob(app), h.pushImages("web"))
+			// The app is read before a build starts: the refusal comes
+			// before any build, so before the push reaches the registry.
 			got := h.eventuallyCondition(app, herokunixv1.ConditionStalled, metav1.ConditionTrue, tc.reason)
-			if c := meta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionReleased); c == nil || c.Status != metav1.ConditionFalse || c.Reason != tc.reason {
-				t.Errorf("Released %+v, want False/%s", c, tc.reason)
+			if c := meta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionReady); c.Status != metav1.ConditionFalse || c.Reason != tc.reason {
+				t.Errorf("Ready %+v, want False/%s", c, tc.reason)
+			}
+			if got.Status.Build != nil {
+				t.Errorf("a build started: %+v", got.Status.Build)
 			}
 			if len(h.writes()) != 0 {
 				t.Errorf("wrote to Heroku: %+v", h.writes())
@@ -242,8 +246,9 @@ func TestRateLimitStormRequeuesWithoutReleasing(t *testing.T) {
 	before := len(h.stub.Releases(testHerokuApp))
 	app := h.newApp("shop")
 	res := h.pushImages("web")
+	job := h.buildJob(app) // the app was read before the build started
 	h.stub.Faults().Add(herokustub.Fault{PathPrefix: "/apps/", Status: 429, RetryAfter: "1"})
-	h.completeJob(h.buildJob(app), res)
+	h.completeJob(job, res)
 	got := h.eventuallyCondition(app, herokunixv1.ConditionReconciling, metav1.ConditionTrue, herokunixv1.ReasonRateLimited)
 	if c := meta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionStalled); c != nil {
 		t.Errorf("a rate limit stalled the resource: %+v", c)

@@ -72,11 +72,19 @@ type harnessOption func(h *harness, c *controllers.ReconcilerConfig, o *controll
 // others: everything it touches is its own.
 func newHarness(t *testing.T, opts ...harnessOption) *harness {
 	t.Helper()
+	return newHarnessWithStub(t, herokustub.Options{}, opts...)
+}
+
+// newHarnessWithStub is newHarness with the stand-in's options (its key is
+// the harness's).
+func newHarnessWithStub(t *testing.T, stubOpts herokustub.Options, opts ...harnessOption) *harness {
+	t.Helper()
 	t.Parallel()
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	h := &harness{t: t, g: NewWithT(t), ns: newNamespace(t), key: "hkkey-" + hex.EncodeToString(b), logs: &syncBuffer{}}
-	h.stub = herokustub.New(herokustub.Options{APIKey: h.key})
+	stubOpts.APIKey = h.key
+	h.stub = herokustub.New(stubOpts)
 	h.stub.CreateApp(testHerokuApp, "container")
 	h.api.Store(h.stub.APIHandler())
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

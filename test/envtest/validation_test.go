@@ -63,6 +63,9 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"app name with upper case", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "Acme-shop" }, "spec.appName"},
 		{"app name starting with a digit", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "1shop" }, "spec.appName"},
 		{"missing app name", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "" }, "spec.appName"},
+		{"app name ending with a dash", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "acme-shop-" }, "spec.appName"},
+		{"app name with an underscore", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "acme_shop" }, "spec.appName"},
+		{"app name starting with a dash", func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = "-acme-shop" }, "spec.appName"},
 		{"empty flake", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "" }, "spec.flake"},
 		{"flake with whitespace", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop --impure" }, "spec.flake"},
 		{"flake with a control character", func(a *herokunixv1.HerokuNixApp) { a.Spec.Flake = "github:acme/shop\x07" }, "spec.flake"},
@@ -94,6 +97,8 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 			a.Spec.Build.Timeout = &metav1.Duration{Duration: 12 * time.Hour}
 		}, "spec.build.timeout"},
 		{"substituter that is not a URL", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.Substituters = []string{"cache.example.org"} }, "spec.build.substituters[0]"},
+		{"layer budget over Heroku's ceiling of 40", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](41) }, "spec.build.maxLayers"},
+		{"layer budget of zero", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](0) }, "spec.build.maxLayers"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -168,6 +173,21 @@ func TestFlakeRefsTheBuildRefusesAreRefused(t *testing.T) {
 	}
 }
 
+// TestHerokuAppNamesAtTheLimitsAreAccepted: Heroku's schema pattern
+// (^[a-z][a-z0-9-]{1,28}[a-z0-9]$) allows 3 to 30 characters with inner
+// dashes and digits; the CRD must not refuse what Heroku accepts.
+func TestHerokuAppNamesAtTheLimitsAreAccepted(t *testing.T) {
+	ns := newNamespace(t)
+	for i, name := range []string{"abc", "a-1", "a" + strings.Repeat("-", 28) + "z", "a" + strings.Repeat("b", 28) + "9"} {
+		app := validApp(ns)
+		app.Name = fmt.Sprintf("valid-%d", i)
+		app.Spec.AppName = name
+		if err := k8sClient.Create(context.Background(), app); err != nil {
+			t.Errorf("app name %q (%d characters) refused: %v", name, len(name), err)
+		}
+	}
+}
+
 func TestNamesThatCannotLabelABuildJobAreRefused(t *testing.T) {
 	app := validApp(newNamespace(t))
 	app.Name = strings.Repeat("a", 64)
@@ -227,6 +247,29 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 	for _, name := range []string{"Name", "App", "Revision", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
 		if !seen[name] {
 			t.Errorf("column %s missing from the table", name)
+		}
+	}
+}
+
+func TestLayerBudgetDefaultsTo32AndAcceptsTheCeiling(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	for name, budget := range map[string]*int32{"layers-default": nil, "layers-ceiling": ptr.To[int32](40)} {
+		app := validApp(ns)
+		app.Name = name
+		app.Spec.Build.MaxLayers = budget
+		// The build object must be present for the API server to default
+		// its fields.
+		app.Spec.Build.Substituters = []string{"https://cache.example.org"}
+		if err := k8sClient.Create(ctx, app); err != nil {
+			t.Fatalf("%s refused: %v", name, err)
+		}
+		want := int32(32)
+		if budget != nil {
+			want = *budget
+		}
+		if got := ptr.Deref(app.Spec.Build.MaxLayers, 0); got != want {
+			t.Errorf("%s: maxLayers %d, want %d", name, got, want)
 		}
 	}
 }

@@ -34,6 +34,14 @@ func FailJob(ctx context.Context, c client.Client, job *batchv1.Job, log string)
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: log}}})
 }
 
+// FailPush ends job with its push container failed after writing msg to
+// its termination message (an artifact.Failure, or the log tail a
+// termination message falls back to).
+func FailPush(ctx context.Context, c client.Client, job *batchv1.Job, msg string) error {
+	return finish(ctx, c, job, false, corev1.ContainerStatus{Name: "push",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: msg}}})
+}
+
 func finish(ctx context.Context, c client.Client, job *batchv1.Job, ok bool, cs corev1.ContainerStatus) error {
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-pod", Namespace: job.Namespace, Labels: podLabels(job)},

@@ -1,0 +1,3 @@
+-- Resumes reconciliation.
+obj.spec.suspend = false
+return obj
