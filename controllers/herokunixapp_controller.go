@@ -108,6 +108,10 @@ type pass struct {
 	forceRefresh bool
 	// requestedAt is a new reconcile-now annotation value this pass handles.
 	requestedAt string
+	// requestWaits says a request came while a build ran that may have
+	// resolved the flake before the change the request announces: it stays
+	// pending, for the next build to take up soon.
+	requestWaits bool
 }
 
 // step is one named part of a pass. A nil error lets the next step run;
@@ -178,10 +182,10 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outc
 		r.reconcileFormation,
 	} {
 		if err := s(ctx, p); err != nil {
-			return outcome{Err: err, RequestedAt: p.requestedAt}
+			return outcome{Err: err, RequestedAt: p.requestedAt, RequestWaits: p.requestWaits}
 		}
 	}
-	return outcome{RequestedAt: p.requestedAt}
+	return outcome{RequestedAt: p.requestedAt, RequestWaits: p.requestWaits}
 }
 
 // suspendedOutcome ends a pass at spec.suspend: Heroku is left as it is
@@ -209,6 +213,9 @@ type outcome struct {
 	Suspended, SpecDeployed bool
 	// RequestedAt is the reconcile-now annotation value the pass handled.
 	RequestedAt string
+	// RequestWaits says a reconcile request is left for the next build,
+	// which the next pass starts soon.
+	RequestWaits bool
 }
 
 // summarize concludes the pass, patches status once, emits an event when
@@ -275,6 +282,9 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 		setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
 	}
+	if end.RequestWaits && err == nil && (res.RequeueAfter == 0 || res.RequeueAfter > requestRequeue) {
+		res.RequeueAfter = requestRequeue
+	}
 	app.Status.ObservedGeneration = app.Generation
 	if !failed && end.RequestedAt != "" {
 		// Recorded only once handled, so a failed pass does not lose it.
@@ -282,6 +292,10 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	}
 	return res, err
 }
+
+// requestRequeue is how soon a pass comes back for a reconcile request
+// left for the next build.
+const requestRequeue = time.Second
 
 func reasonOf(err error) string {
 	var se *stepError

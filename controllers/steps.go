@@ -175,6 +175,10 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		return nil
 	}
 
+	// A build this pass follows rather than starts may have resolved the
+	// flake before a reconcile request arrived (a push webhook announcing a
+	// new commit): the request is not handled by it.
+	following := last != nil && last.Job == want.Name
 	if !want.Background && (last == nil || last.Job != want.Name) {
 		// A foreground build is about to start: check the app first (one
 		// read), so a Fir app, another stack, a missing app or a refused
@@ -203,6 +207,11 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 			// pending to start another one each pass while Heroku is down.
 			app.Status.LastHandledReconcileAt = p.requestedAt
 		}
+	}
+	if following && p.requestedAt != "" {
+		// Left pending; once the build ends, the pass that sees it ended
+		// comes back soon to start the build that takes the request up.
+		p.requestedAt, p.requestWaits = "", state.Phase != build.Running
 	}
 	if state.Started && want.Background {
 		// A build in the foreground shows on Ready (BuildRunning); one in
