@@ -8,6 +8,9 @@ import (
 )
 
 // HerokuNixAppSpec says which flake to build and which Heroku app runs it.
+// The nix.conf Secret is readable by every derivation builder, so it must not
+// be the Secret that holds the Heroku key (any key of it).
+// +kubebuilder:validation:XValidation:rule="!has(self.build) || !has(self.build.nixConfigSecretRef) || self.build.nixConfigSecretRef.name != self.credentialsSecretRef.name",message="nixConfigSecretRef must not name the credentials Secret: whatever it holds is readable by all build-time code",fieldPath=".build.nixConfigSecretRef.name"
 type HerokuNixAppSpec struct {
 	// AppName is the Heroku app to release to. It must already exist, be a
 	// Cedar-generation app (Fir apps take no container images) and use the
@@ -174,8 +177,10 @@ type BuildOptions struct {
 	TrustedPublicKeys []string `json:"trustedPublicKeys,omitempty"`
 
 	// NixConfigSecretRef names a Secret key holding extra nix.conf lines (for
-	// example access-tokens for private flakes). It is mounted into the
-	// build container only.
+	// example access-tokens for private flakes). Only that key is mounted,
+	// into the build container only, but there every derivation builder and
+	// all other build-time code can read it: put nothing else in it. It must
+	// not name the Secret of credentialsSecretRef.
 	// +optional
 	NixConfigSecretRef *SecretKeyRef `json:"nixConfigSecretRef,omitempty"`
 

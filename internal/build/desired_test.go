@@ -1,10 +1,12 @@
 package build
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/ptr"
@@ -167,6 +169,44 @@ func TestIsMovingRef(t *testing.T) {
 	} {
 		if got := isMovingRef(ref); got != moving {
 			t.Errorf("isMovingRef(%q) = %v, want %v", ref, got, moving)
+		}
+	}
+}
+
+// TestDesiredBuildJobMountsOnlyTheNixConfKey: the build container runs user
+// code as root, so of the nix.conf Secret only the named key reaches it,
+// never the whole Secret.
+func TestDesiredBuildJobMountsOnlyTheNixConfKey(t *testing.T) {
+	for _, ref := range []herokunixv1.SecretKeyRef{{Name: "nix-access", Key: "nix.conf"}, {Name: "nix-access"}} {
+		app := testApp()
+		app.Spec.Build.NixConfigSecretRef = &ref
+		job, err := DesiredJob(app, DesiredFor(app, time.Now(), false), JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "registry.heroku.com"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var secretVolumes int
+		for _, v := range job.Spec.Template.Spec.Volumes {
+			if v.Projected != nil {
+				t.Errorf("volume %s is projected; want only the one Secret key", v.Name)
+			}
+			if v.Secret == nil {
+				continue
+			}
+			secretVolumes++
+			want := []corev1.KeyToPath{{Key: ref.KeyOrDefault(), Path: "nix.conf"}}
+			if v.Secret.SecretName != ref.Name || !reflect.DeepEqual(v.Secret.Items, want) {
+				t.Errorf("Secret volume %s = %s %+v; want %s with items %+v", v.Name, v.Secret.SecretName, v.Secret.Items, ref.Name, want)
+			}
+		}
+		if secretVolumes != 1 {
+			t.Errorf("%d Secret volumes; want 1", secretVolumes)
+		}
+		for _, c := range append(job.Spec.Template.Spec.InitContainers, job.Spec.Template.Spec.Containers...) {
+			for _, e := range c.EnvFrom {
+				if e.SecretRef != nil {
+					t.Errorf("%s takes the whole Secret %s as environment", c.Name, e.SecretRef.Name)
+				}
+			}
 		}
 	}
 }

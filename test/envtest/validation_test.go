@@ -99,6 +99,12 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"substituter that is not a URL", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.Substituters = []string{"cache.example.org"} }, "spec.build.substituters[0]"},
 		{"layer budget over Heroku's ceiling of 40", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](41) }, "spec.build.maxLayers"},
 		{"layer budget of zero", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](0) }, "spec.build.maxLayers"},
+		{"nix.conf from the Heroku key itself", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.NixConfigSecretRef = &herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"}
+		}, "spec.build.nixConfigSecretRef.name"},
+		{"nix.conf from another key of the credentials Secret", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.NixConfigSecretRef = &herokunixv1.SecretKeyRef{Name: "heroku", Key: "nix.conf"}
+		}, "spec.build.nixConfigSecretRef.name"},
 	}
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -113,6 +119,16 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 				t.Errorf("error does not name %s:\n%v", tc.field, err)
 			}
 		})
+	}
+}
+
+// TestNixConfigFromItsOwnSecretIsAccepted: the refusal of the credentials
+// Secret as nix.conf does not refuse nix.conf as such.
+func TestNixConfigFromItsOwnSecretIsAccepted(t *testing.T) {
+	app := validApp(newNamespace(t))
+	app.Spec.Build.NixConfigSecretRef = &herokunixv1.SecretKeyRef{Name: "nix-access", Key: "nix.conf"}
+	if err := k8sClient.Create(context.Background(), app); err != nil {
+		t.Fatalf("refused: %v", err)
 	}
 }
 
