@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -243,13 +244,49 @@ func IsTar(head []byte) bool {
 
 // Image identifies one pushed image. ImageID is the config digest, which is
 // what Heroku's docker-releases API wants; Digest is the manifest digest.
+//
+// In JSON an Image is the pair [imageID, digest] of bare sha256 hex: with 16
+// process types the object form ({"imageID":"sha256:…","digest":"sha256:…"})
+// alone took 3.2 KiB of the 4 KiB termination message. The object form is
+// still read, for a push container of an older manager.
 type Image struct {
 	ImageID string `json:"imageID"`
 	Digest  string `json:"digest"`
 }
 
+const sha256Prefix = "sha256:"
+
+// MarshalJSON writes the compact pair form.
+func (i Image) MarshalJSON() ([]byte, error) {
+	if !digestRE.MatchString(i.ImageID) || !digestRE.MatchString(i.Digest) {
+		return nil, fmt.Errorf("image %s@%s: want sha256 digests", i.ImageID, i.Digest)
+	}
+	return json.Marshal([2]string{strings.TrimPrefix(i.ImageID, sha256Prefix), strings.TrimPrefix(i.Digest, sha256Prefix)})
+}
+
+// UnmarshalJSON reads the pair form, or the object form of older pushes.
+func (i *Image) UnmarshalJSON(b []byte) error {
+	var pair [2]string
+	if err := json.Unmarshal(b, &pair); err == nil {
+		*i = Image{ImageID: sha256Prefix + pair[0], Digest: sha256Prefix + pair[1]}
+		return nil
+	}
+	type object Image // without the methods
+	var o object
+	if err := json.Unmarshal(b, &o); err != nil {
+		return err
+	}
+	*i = Image(o)
+	return nil
+}
+
 // Result is what `manager push` reports (as the push container's
-// termination message, which Kubernetes caps at 4 KiB).
+// termination message, which Kubernetes caps at 4 KiB). Its size is bounded
+// by the spec: a revision of at most 64 hex digits, a locked flake ref of at
+// most 1024 bytes (nixbuild refuses longer ones), at most 16 process types
+// of at most 30 characters with two fixed-size digests each, and two
+// numbers. CheckResultFits refuses, before anything is pushed, the rare
+// locked ref whose JSON escaping would still overflow.
 type Result struct {
 	Revision    string           `json:"revision,omitempty"`
 	LockedFlake string           `json:"lockedFlake"`
@@ -268,16 +305,38 @@ const MaxResultSize = 4096
 var digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // Encode returns the JSON form of r, refusing one that would not fit in a
-// termination message.
+// termination message. '&', '<' and '>' (common in flake refs' queries)
+// stay as they are rather than taking six bytes each.
 func (r *Result) Encode() ([]byte, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(r); err != nil {
 		return nil, fmt.Errorf("encoding build result: %w", err)
 	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(b) > MaxResultSize {
 		return nil, fmt.Errorf("build result is %d bytes, over the %d-byte termination message limit", len(b), MaxResultSize)
 	}
 	return b, nil
+}
+
+// CheckResultFits says whether the Result of a push of these process types
+// for this revision and locked flake ref would fit in a termination
+// message, whatever digests and counts the push ends with. The push checks
+// it before uploading anything, so that an overflow fails early with a
+// clear error instead of after every image was pushed.
+func CheckResultFits(revision, lockedFlake string, processTypes []string) error {
+	worst := Result{Revision: revision, LockedFlake: lockedFlake, Images: make(map[string]Image, len(processTypes)),
+		PushedBytes: math.MaxInt64, SkippedBlobs: math.MaxInt}
+	d := sha256Prefix + strings.Repeat("f", 64)
+	for _, pt := range processTypes {
+		worst.Images[pt] = Image{ImageID: d, Digest: d}
+	}
+	if _, err := worst.Encode(); err != nil {
+		return fmt.Errorf("the push's result would not fit (locked flake ref %d bytes, %d process types): %w", len(lockedFlake), len(processTypes), err)
+	}
+	return nil
 }
 
 // ParseResult parses and validates a Result read back from a pod.

@@ -2,6 +2,8 @@ package artifact
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -272,4 +274,32 @@ func FuzzParseFailure(f *testing.F) {
 			t.Fatalf("accepted an unknown kind: %+v", got)
 		}
 	})
+}
+
+// TestTheLargestValidResultFits: whatever the push ends with, the result of
+// the largest valid spec (16 process types of 30 characters, a 1024-byte
+// locked ref, a 64-hex narHash revision) fits a termination message, and
+// an image reads back from both its compact and its older object form.
+func TestTheLargestValidResultFits(t *testing.T) {
+	ref := "github:acme/shop?dir=app"
+	for len(ref) < 1024 {
+		ref += "&x=y<>"
+	}
+	types := make([]string, 16)
+	for i := range types {
+		types[i] = fmt.Sprintf("p%02d", i) + strings.Repeat("x", 27)
+	}
+	if err := CheckResultFits(strings.Repeat("f", 64), ref[:1024], types); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckResultFits(strings.Repeat("f", 64), "path:/"+strings.Repeat(`\`, 1018), types); err == nil {
+		t.Error("a result JSON escaping takes over the limit fits")
+	}
+	img := Image{ImageID: digest, Digest: "sha256:" + strings.Repeat("e", 64)}
+	for _, form := range []string{`["` + img.ImageID[7:] + `","` + img.Digest[7:] + `"]`, `{"imageID":"` + img.ImageID + `","digest":"` + img.Digest + `"}`} {
+		var got Image
+		if err := json.Unmarshal([]byte(form), &got); err != nil || got != img {
+			t.Errorf("%s reads as %+v, %v; want %+v", form, got, err, img)
+		}
+	}
 }

@@ -123,6 +123,9 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 			return nil, err
 		}
 	}
+	if err := artifact.CheckResultFits(m.Revision, m.LockedFlake, slices.Collect(maps.Keys(m.Processes))); err != nil {
+		return nil, err
+	}
 	var nameOpts []name.Option
 	if opts.Insecure {
 		nameOpts = append(nameOpts, name.Insecure)
