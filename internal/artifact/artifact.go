@@ -429,7 +429,8 @@ type BuildRequest struct {
 	TrustedPublicKeys []string                `json:"trustedPublicKeys,omitempty"`
 	// SkipIfRevision makes the build stop after resolving when the flake
 	// still locks to this revision: a refresh of a moving ref that found
-	// nothing new.
+	// nothing new. It is a Manifest.Revision from before: a git rev, or the
+	// hex narHash of a source without one (a tarball).
 	SkipIfRevision string `json:"skipIfRevision,omitempty"`
 }
 

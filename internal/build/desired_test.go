@@ -157,15 +157,33 @@ func TestFailedBuildsAreRetriedWhenAskedOrWhenAMovingRefMayHaveMoved(t *testing.
 	}
 }
 
+// TestAMovingTarballRefreshSkipsItsNarHash: a tarball has no rev; its
+// revision on status is the hex narHash the build reported, and a refresh
+// hands exactly that back, which the build compares with the narHash it
+// resolves (nixbuild.Run).
+func TestAMovingTarballRefreshSkipsItsNarHash(t *testing.T) {
+	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	app := testApp()
+	app.Spec.Flake = "https://example.com/acme/shop/archive/main.tar.gz"
+	first := DesiredFor(app, done, false)
+	built(app, first.Name, done, false)
+	app.Status.Revision = strings.Repeat("dc", 32)
+	refresh := DesiredFor(app, done.Add(11*time.Minute), false)
+	if !refresh.Background || refresh.Request.SkipIfRevision != app.Status.Revision {
+		t.Errorf("refresh of a moving tarball = %+v; want a background build skipping %s", refresh, app.Status.Revision)
+	}
+}
+
 func TestIsMovingRef(t *testing.T) {
 	for ref, moving := range map[string]bool{
 		"github:acme/shop":                                                              true,
 		"github:acme/shop?ref=main":                                                     true,
+		"https://example.com/acme/shop/archive/main.tar.gz":                             true,
 		"git+https://example.com/shop.git?ref=main":                                     true,
 		"github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd":                     false,
 		"git+https://example.com/shop.git?rev=9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd": false,
-		"path:/src/shop":                                                                false,
-		"/src/shop":                                                                     false,
+		"path:/src/shop": false,
+		"/src/shop":      false,
 	} {
 		if got := isMovingRef(ref); got != moving {
 			t.Errorf("isMovingRef(%q) = %v, want %v", ref, got, moving)

@@ -89,13 +89,16 @@ func Run(ctx context.Context, n Nix, req artifact.BuildRequest, workspace string
 	if err != nil {
 		return nil, err
 	}
+	if rev == "" {
+		// Sources without a rev (path:, tarballs) are identified by content.
+		// This comes before the comparison with SkipIfRevision, which is a
+		// revision this function reported before: a narHash is compared with
+		// a narHash, or a moving tarball would be rebuilt every interval.
+		rev = narHashRevision(locked)
+	}
 	if req.SkipIfRevision != "" && rev == req.SkipIfRevision {
 		m := &artifact.Manifest{Revision: rev, LockedFlake: locked, Unchanged: true}
 		return m, artifact.WriteManifest(ws, m)
-	}
-	if rev == "" {
-		// Sources without a rev (path:, tarballs) are identified by content.
-		rev = narHashRevision(locked)
 	}
 	m := &artifact.Manifest{
 		Revision:    rev,

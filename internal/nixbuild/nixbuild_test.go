@@ -639,3 +639,40 @@ func TestRunNamesAPathFlakeByItsNarHash(t *testing.T) {
 	}
 	assertManifestOnDisk(t, ws, m)
 }
+
+// TestRunSkipsASourceWithoutARevStillAtItsNarHash: a source without a rev
+// (path:, and so a moving tarball like https://…/main.tar.gz) reports its
+// narHash as revision; a refresh handed that revision back finds it
+// unchanged and builds nothing, and one handed another builds.
+func TestRunSkipsASourceWithoutARevStillAtItsNarHash(t *testing.T) {
+	opts := nixOptions(t)
+	ref := fixturestest.Prepare(t, fixtures.Closure)
+	req := artifact.BuildRequest{Flake: ref, Processes: map[string]artifact.BuildProcess{"web": {Attribute: pkgs + "server"}}}
+	first, err := nixbuild.Run(t.Context(), opts, req, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.Unchanged || first.Revision == "" {
+		t.Fatalf("first build: manifest = %+v", first)
+	}
+
+	req.SkipIfRevision = first.Revision
+	ws := t.TempDir()
+	m, err := nixbuild.Run(t.Context(), opts, req, ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.Unchanged || m.Revision != first.Revision || len(m.Processes) != 0 {
+		t.Errorf("refresh at the same narHash: manifest = %+v, want Unchanged at %s with nothing built", m, first.Revision)
+	}
+	assertManifestOnDisk(t, ws, m)
+
+	req.SkipIfRevision = strings.Repeat("0", 64)
+	m, err = nixbuild.Run(t.Context(), opts, req, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Unchanged || m.Revision != first.Revision || m.Processes["web"].OutPath == "" {
+		t.Errorf("refresh handed another revision: manifest = %+v, want a build of %s", m, first.Revision)
+	}
+}
