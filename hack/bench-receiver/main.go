@@ -27,34 +27,18 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/random"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/types"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
-	"github.com/herokunix/herokunix/controllers"
-	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/hack/internal/benchenv"
 	"github.com/herokunix/herokunix/internal/build"
-	"github.com/herokunix/herokunix/internal/heroku"
-	"github.com/herokunix/herokunix/internal/image"
-	"github.com/herokunix/herokunix/internal/localenv"
 	"github.com/herokunix/herokunix/internal/receiver"
-	"github.com/herokunix/herokunix/test/herokustub"
-	"github.com/herokunix/herokunix/test/kubelet"
 )
 
 func main() {
@@ -73,83 +57,32 @@ func main() {
 	}
 }
 
-const ns = "default"
+const ns = benchenv.Namespace
 
-func appName(i int) string { return fmt.Sprintf("app-%04d", i) }
+func appName(i int) string { return benchenv.Resource(i) }
 func repo(i int) string    { return fmt.Sprintf("acme/shop-%04d", i) }
 
 func run(n, events, burst, concurrency int) error {
-	log.SetLogger(logr.Discard())
-	env, err := localenv.NewControlPlane(".") // run from the repo root
-	if err != nil {
-		return err
-	}
-	cfg, err := env.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Every build a Job starts completes with one pushed image: the bench
+	// is about the path from event to build, not the build.
+	env, err := benchenv.Start(ctx, n, func(i int) string { return "github:" + repo(i) + "/" + strings.Repeat("a", 40) })
 	if err != nil {
 		return err
 	}
 	defer env.Stop()
-	cfg.QPS, cfg.Burst = 500, 1000
-
-	scheme := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = herokunixv1.AddToScheme(scheme)
-	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-
-	const key = "bench-key"
-	stub := herokustub.New(herokustub.Options{APIKey: key})
-	api := httptest.NewServer(stub.APIHandler())
-	reg := httptest.NewServer(stub.RegistryHandler())
-	defer func() { stub.Close(); api.Close(); reg.Close() }()
-	registryHost := strings.TrimPrefix(reg.URL, "http://")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	c := env.Client
 	hookKey := []byte("bench-webhook-key")
-	for _, s := range []*corev1.Secret{
-		{ObjectMeta: metav1.ObjectMeta{Name: "heroku", Namespace: ns}, StringData: map[string]string{"apiKey": key}},
-		{ObjectMeta: metav1.ObjectMeta{Name: "herokunix-webhooks", Namespace: ns}, Data: map[string][]byte{receiver.SecretKeyGitHub: hookKey}},
-	} {
-		if err := c.Create(ctx, s); err != nil {
-			return err
-		}
+	hookSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "herokunix-webhooks", Namespace: ns}, Data: map[string][]byte{receiver.SecretKeyGitHub: hookKey}}
+	if err := c.Create(ctx, hookSecret); err != nil {
+		return err
 	}
 
-	// Every build a Job starts completes with one pushed image: the bench
-	// is about the path from event to build, not the build.
-	img, err := dockerImage()
+	// All apps share one stand-in account; its hourly budget would pace
+	// the bench, which measures the path from event to build.
+	mgr, err := env.NewManager(ctx, concurrency, 1<<30)
 	if err != nil {
-		return err
-	}
-	results := make([]*artifact.Result, n)
-	for i := range n {
-		stub.CreateApp(fmt.Sprintf("bench-%04d", i), "container")
-		imgs, err := image.Push(ctx, map[string]v1.Image{"web": img}, registryHost, fmt.Sprintf("bench-%04d", i), remote.WithAuth(heroku.RegistryAuth(key)))
-		if err != nil {
-			return err
-		}
-		results[i] = &artifact.Result{Revision: strings.Repeat("a", 40), LockedFlake: "github:" + repo(i) + "/" + strings.Repeat("a", 40), Images: imgs}
-	}
-
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Cache: controllers.CacheOptions(), Metrics: metricsserver.Options{BindAddress: "0"}})
-	if err != nil {
-		return err
-	}
-	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
-		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "t", Nix: "n", RegistryHost: registryHost}),
-		NewHeroku: func(k string) (controllers.HerokuAPI, error) {
-			// All apps share one stand-in account; its hourly budget would
-			// pace the bench, which measures the path from event to build.
-			return heroku.New(heroku.Options{APIKey: k, BaseURL: api.URL, RegistryHost: registryHost, RequestsPerHour: 1 << 30})
-		},
-	})
-	if err != nil {
-		return err
-	}
-	if err := r.SetupWithManager(ctx, mgr, controllers.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return err
 	}
 	// The receiver as the manager runs it: the manager's cached client,
@@ -162,15 +95,15 @@ func run(n, events, burst, concurrency int) error {
 	}))
 	defer hook.Close()
 	go func() { _ = mgr.Start(ctx) }()
-	go playKubelet(ctx, c, results)
+	go env.PlayKubelet(ctx)
 
 	for i := range n {
 		app := &herokunixv1.HerokuNixApp{
 			ObjectMeta: metav1.ObjectMeta{Name: appName(i), Namespace: ns},
 			Spec: herokunixv1.HerokuNixAppSpec{
-				AppName: fmt.Sprintf("bench-%04d", i), Flake: "github:" + repo(i) + "?ref=main",
+				AppName: benchenv.HerokuApp(i), Flake: "github:" + repo(i) + "?ref=main",
 				Processes:            map[string]herokunixv1.Process{"web": {Attribute: "packages.x86_64-linux.web", Quantity: ptr.To[int32](1)}},
-				CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"},
+				CredentialsSecretRef: herokunixv1.SecretKeyRef{Name: benchenv.SecretName, Key: "apiKey"},
 			},
 		}
 		if err := c.Create(ctx, app); err != nil {
@@ -351,43 +284,4 @@ func waitReady(ctx context.Context, c client.Client, n int) error {
 		time.Sleep(100 * time.Millisecond) // a benchmark's progress poll, not test synchronisation
 	}
 	return fmt.Errorf("not all %d resources became Ready in time", n)
-}
-
-// playKubelet completes every build Job with its app's result, as the
-// kubelet and the Job controller would.
-func playKubelet(ctx context.Context, c client.Client, results []*artifact.Result) {
-	done := map[string]bool{}
-	for ctx.Err() == nil {
-		var jobs batchv1.JobList
-		if err := c.List(ctx, &jobs, client.InNamespace(ns)); err != nil {
-			return
-		}
-		for i := range jobs.Items {
-			job := &jobs.Items[i]
-			if done[job.Name] {
-				continue
-			}
-			done[job.Name] = true
-			var idx int
-			if _, err := fmt.Sscanf(job.Labels[build.LabelApp], "app-%04d", &idx); err != nil {
-				continue
-			}
-			_ = kubelet.CompleteJob(ctx, c, job, results[idx])
-		}
-		time.Sleep(50 * time.Millisecond) // a player's poll, not test synchronisation
-	}
-}
-
-func dockerImage() (v1.Image, error) {
-	img, err := random.Image(1024, 1)
-	if err != nil {
-		return nil, err
-	}
-	img = mutate.ConfigMediaType(mutate.MediaType(img, types.DockerManifestSchema2), types.DockerConfigJSON)
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf.OS, cf.Architecture = "linux", "amd64"
-	return mutate.ConfigFile(img, cf)
 }
