@@ -169,9 +169,11 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: app.Namespace, Labels: jobLabels},
 		Spec: batchv1.JobSpec{
-			BackoffLimit:            ptr.To[int32](0),
-			ActiveDeadlineSeconds:   ptr.To(int64(b.Timeout.Seconds())),
-			TTLSecondsAfterFinished: ptr.To[int32](24 * 60 * 60),
+			// No TTL: CancelOthers keeps the FinishedJobsKept newest
+			// finished Jobs, whatever the refresh interval, and owner
+			// references take the rest with the resource.
+			BackoffLimit:          ptr.To[int32](0),
+			ActiveDeadlineSeconds: ptr.To(int64(b.Timeout.Seconds())),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: jobLabels},
 				Spec: corev1.PodSpec{
