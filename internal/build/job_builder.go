@@ -46,6 +46,9 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	var job batchv1.Job
 	err := j.Client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: b.Name}, &job)
 	if apierrors.IsNotFound(err) {
+		if err := j.checkPodSecurity(ctx, app.Namespace); err != nil {
+			return State{}, err
+		}
 		desired, err := DesiredJob(app, b, j.Images)
 		if err != nil {
 			return State{}, err
@@ -84,6 +87,46 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 		return j.failedState(ctx, &job), nil
 	}
 	return State{Phase: Running}, nil
+}
+
+// PodSecurityEnforceLabel is the namespace label that sets the Pod Security
+// level its pods must meet.
+const PodSecurityEnforceLabel = "pod-security.kubernetes.io/enforce"
+
+// PodRefusedError is a namespace whose Pod Security level refuses the
+// build pod. The Job would be made but never get a pod (its controller
+// records FailedCreate events only) until its deadline passes, so the
+// build is not started.
+type PodRefusedError struct {
+	Namespace, Level string
+}
+
+func (e *PodRefusedError) Error() string {
+	return fmt.Sprintf("namespace %s enforces the %q Pod Security level (label %s), which refuses the build pod: "+
+		"Nix runs as root in its build container. Put the HerokuNixApp in a namespace that enforces \"baseline\" "+
+		"(kubectl label namespace %s %s=baseline --overwrite, if its other pods allow it)",
+		e.Namespace, e.Level, PodSecurityEnforceLabel, e.Namespace, PodSecurityEnforceLabel)
+}
+
+// checkPodSecurity returns a PodRefusedError when namespace enforces the
+// restricted level. The namespace is read from the API server, once per
+// build started, so the manager caches (and watches) no namespaces. A
+// level set cluster-wide (AdmissionConfiguration defaults) is not seen.
+func (j *JobBuilder) checkPodSecurity(ctx context.Context, namespace string) error {
+	var ns corev1.Namespace
+	err := j.APIReader.Get(ctx, client.ObjectKey{Name: namespace}, &ns)
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+		// Creating the Job says what is wrong with a missing namespace,
+		// and a manager not allowed to read namespaces still builds.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading namespace %s for its Pod Security level: %w", namespace, err)
+	}
+	if level := ns.Labels[PodSecurityEnforceLabel]; level == "restricted" {
+		return &PodRefusedError{Namespace: namespace, Level: level}
+	}
+	return nil
 }
 
 // PollInterval is a safety net: Job changes are watched, so this is long.
