@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -190,6 +191,11 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		}
 	}
 	state, err := r.Builder.Ensure(ctx, app, want, p.apiKey)
+	var refused *build.PodRefusedError
+	if errors.As(err, &refused) {
+		setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonBuildPodRefused, refused.Error())
+		return &stepError{Reason: herokunixv1.ReasonBuildPodRefused, Err: err, Stalling: true}
+	}
 	if err != nil {
 		return fmt.Errorf("ensuring build %s: %w", want.Name, err)
 	}

@@ -122,6 +122,26 @@ func TestReconcileBuild(t *testing.T) {
 	}
 }
 
+// TestABuildPodRefusedByPodSecurityStalls: a namespace whose Pod Security
+// level refuses the build pod stalls the pass at once with
+// BuildPodRefused, on Built too, saying what to do.
+func TestABuildPodRefusedByPodSecurityStalls(t *testing.T) {
+	app := summaryApp(false)
+	w := newFakeWorld(t)
+	w.build.err = &build.PodRefusedError{Namespace: "team-a", Level: "restricted"}
+	p := w.pass(t, app)
+
+	err := w.r.reconcileBuild(context.Background(), p)
+
+	if got := endsAs(err); got != "Stalled "+herokunixv1.ReasonBuildPodRefused {
+		t.Errorf("ends as %q (%v)", got, err)
+	}
+	built := findCondition(app, herokunixv1.ConditionBuilt)
+	if built == nil || built.Reason != herokunixv1.ReasonBuildPodRefused || !strings.Contains(built.Message, "baseline") {
+		t.Errorf("Built = %+v, want BuildPodRefused saying what to do", built)
+	}
+}
+
 func TestReconcileRelease(t *testing.T) {
 	rateLimited := &heroku.Error{Kind: heroku.KindRateLimited, ID: "rate_limit", RetryAfter: time.Minute}
 	cases := []struct {

@@ -139,6 +139,12 @@ var summaryRows = []summaryRow{
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonInternalError, requeue: requeueBackoff,
 	},
 	{
+		name: "the namespace refuses the build pod",
+		end: errEnd(&stepError{Reason: herokunixv1.ReasonBuildPodRefused, Stalling: true,
+			Err: &build.PodRefusedError{Namespace: "team-a", Level: "restricted"}}),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonBuildPodRefused, requeue: requeueInterval,
+	},
+	{
 		name:  "the API key ends with a newline",
 		end:   errEnd(stalled(herokunixv1.ReasonCredentialsInvalid, "the key %q of Secret %s/%s %s; store the key without it (e.g. echo -n)", "apiKey", "team-a", "heroku", "ends with a newline")),
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonCredentialsInvalid, requeue: requeueInterval,

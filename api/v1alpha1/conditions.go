@@ -37,6 +37,9 @@ const (
 	// ReasonCredentialsInvalid: the key in the Secret cannot be a Heroku
 	// API key as written (e.g. it ends with a newline).
 	ReasonCredentialsInvalid = "CredentialsInvalid"
+	// ReasonBuildPodRefused: the namespace's Pod Security level
+	// (restricted) refuses the build pod, whose Nix runs as root.
+	ReasonBuildPodRefused = "BuildPodRefused"
 	// ReasonInternalError: the controller failed unexpectedly (a bug); the
 	// pass is retried with back-off.
 	ReasonInternalError = "InternalError"

@@ -36,7 +36,8 @@ type State struct {
 // if none of that name exists and reports where it is.
 type Builder interface {
 	Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, b Desired, apiKey string) (State, error)
-	// CancelOthers stops every build of app except the named one.
+	// CancelOthers stops every build of app except the named one, and
+	// forgets finished ones beyond a short history.
 	CancelOthers(ctx context.Context, app *herokunixv1.HerokuNixApp, keep string) error
 	// PollInterval is how soon to look at a running build again when no
 	// event will say it finished.

@@ -51,6 +51,56 @@ const (
 	nixConfDir   = "/etc/herokunix/nix"
 )
 
+// Disk the build pod asks for and may fill. Without them a build is
+// scheduled onto a node whatever its free disk, and a runaway build fills
+// the node's disk until the kubelet evicts other tenants' pods too.
+//
+// The build container's Nix store lives in its writable layer: the
+// build-time closure (compilers, sources, fetched inputs) of a typical
+// flake is a few GiB, so it asks for 10Gi. It gets no ephemeral-storage
+// limit by default: a limit evicts the pod the moment a large toolchain
+// is substituted, and the node's own eviction still bounds it; set one in
+// spec.build.resources to cap it. The emptyDirs are bounded instead (a
+// full one evicts the pod with a clear message): the workspace holds the
+// runtime closure copied out of the store (service closures are rarely
+// above a few GiB; 20Gi leaves room for several process types), tmp its
+// compressed layers (smaller than the closure) on their way to the
+// registry, tools one static binary.
+var (
+	buildEphemeralStorage = resource.MustParse("10Gi")
+	pushEphemeralStorage  = resource.MustParse("1Gi")
+	workspaceSizeLimit    = resource.MustParse("20Gi")
+	tmpSizeLimit          = resource.MustParse("10Gi")
+	toolsSizeLimit        = resource.MustParse("512Mi")
+)
+
+func emptyDir(limit resource.Quantity) corev1.VolumeSource {
+	return corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{SizeLimit: &limit}}
+}
+
+// buildResources are the build container's resources: spec.build.resources
+// when given, else CPU and memory that suit a small build. Either way it
+// asks for buildEphemeralStorage unless the spec names ephemeral storage
+// (a limit alone makes Kubernetes request the same).
+func buildResources(spec *corev1.ResourceRequirements) corev1.ResourceRequirements {
+	r := corev1.ResourceRequirements{Requests: corev1.ResourceList{
+		corev1.ResourceCPU:    resource.MustParse("500m"),
+		corev1.ResourceMemory: resource.MustParse("1Gi"),
+	}}
+	if spec != nil {
+		r = *spec.DeepCopy()
+	}
+	_, requested := r.Requests[corev1.ResourceEphemeralStorage]
+	_, limited := r.Limits[corev1.ResourceEphemeralStorage]
+	if !requested && !limited {
+		if r.Requests == nil {
+			r.Requests = corev1.ResourceList{}
+		}
+		r.Requests[corev1.ResourceEphemeralStorage] = buildEphemeralStorage
+	}
+	return r
+}
+
 // ManagedSelector selects the Jobs and Pods of builds, so the manager caches
 // only those.
 func ManagedSelector() labels.Selector {
@@ -75,11 +125,11 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 
 	buildArgs := []string{"build", "--workspace", workspaceDir, "--timeout", b.Timeout.String(), "--request", string(req)}
 	volumes := []corev1.Volume{
-		{Name: volWorkspace, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-		{Name: volTools, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: volWorkspace, VolumeSource: emptyDir(workspaceSizeLimit)},
+		{Name: volTools, VolumeSource: emptyDir(toolsSizeLimit)},
 		// The push container's root filesystem is read-only; compressed
 		// layers wait here until they are uploaded.
-		{Name: volTmp, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: volTmp, VolumeSource: emptyDir(tmpSizeLimit)},
 	}
 	buildMounts := []corev1.VolumeMount{
 		{Name: volWorkspace, MountPath: workspaceDir},
@@ -94,13 +144,7 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 		buildArgs = append(buildArgs, "--nix-conf", nixConfDir+"/nix.conf")
 	}
 
-	resources := corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU:    resource.MustParse("500m"),
-		corev1.ResourceMemory: resource.MustParse("1Gi"),
-	}}
-	if app.Spec.Build.Resources != nil {
-		resources = *app.Spec.Build.Resources
-	}
+	resources := buildResources(app.Spec.Build.Resources)
 
 	pushEnv := []corev1.EnvVar{{
 		Name: "HEROKU_API_KEY",
@@ -125,9 +169,11 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: app.Namespace, Labels: jobLabels},
 		Spec: batchv1.JobSpec{
-			BackoffLimit:            ptr.To[int32](0),
-			ActiveDeadlineSeconds:   ptr.To(int64(b.Timeout.Seconds())),
-			TTLSecondsAfterFinished: ptr.To[int32](24 * 60 * 60),
+			// No TTL: CancelOthers keeps the FinishedJobsKept newest
+			// finished Jobs, whatever the refresh interval, and owner
+			// references take the rest with the resource.
+			BackoffLimit:          ptr.To[int32](0),
+			ActiveDeadlineSeconds: ptr.To(int64(b.Timeout.Seconds())),
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: jobLabels},
 				Spec: corev1.PodSpec{
@@ -175,8 +221,9 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 						},
 						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
 						Resources: corev1.ResourceRequirements{Requests: corev1.ResourceList{
-							corev1.ResourceCPU:    resource.MustParse("250m"),
-							corev1.ResourceMemory: resource.MustParse("256Mi"),
+							corev1.ResourceCPU:              resource.MustParse("250m"),
+							corev1.ResourceMemory:           resource.MustParse("256Mi"),
+							corev1.ResourceEphemeralStorage: pushEphemeralStorage,
 						}},
 						SecurityContext: nonRoot,
 					}},

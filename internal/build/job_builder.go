@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -44,6 +46,9 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	var job batchv1.Job
 	err := j.Client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: b.Name}, &job)
 	if apierrors.IsNotFound(err) {
+		if err := j.checkPodSecurity(ctx, app.Namespace); err != nil {
+			return State{}, err
+		}
 		desired, err := DesiredJob(app, b, j.Images)
 		if err != nil {
 			return State{}, err
@@ -84,25 +89,116 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	return State{Phase: Running}, nil
 }
 
+// PodSecurityEnforceLabel is the namespace label that sets the Pod Security
+// level its pods must meet.
+const PodSecurityEnforceLabel = "pod-security.kubernetes.io/enforce"
+
+// PodRefusedError is a namespace whose Pod Security level refuses the
+// build pod. The Job would be made but never get a pod (its controller
+// records FailedCreate events only) until its deadline passes, so the
+// build is not started.
+type PodRefusedError struct {
+	Namespace, Level string
+}
+
+func (e *PodRefusedError) Error() string {
+	return fmt.Sprintf("namespace %s enforces the %q Pod Security level (label %s), which refuses the build pod: "+
+		"Nix runs as root in its build container. Put the HerokuNixApp in a namespace that enforces \"baseline\" "+
+		"(kubectl label namespace %s %s=baseline --overwrite, if its other pods allow it)",
+		e.Namespace, e.Level, PodSecurityEnforceLabel, e.Namespace, PodSecurityEnforceLabel)
+}
+
+// checkPodSecurity returns a PodRefusedError when namespace enforces the
+// restricted level. The namespace is read from the API server, once per
+// build started, so the manager caches (and watches) no namespaces. A
+// level set cluster-wide (AdmissionConfiguration defaults) is not seen.
+func (j *JobBuilder) checkPodSecurity(ctx context.Context, namespace string) error {
+	var ns corev1.Namespace
+	err := j.APIReader.Get(ctx, client.ObjectKey{Name: namespace}, &ns)
+	if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+		// Creating the Job says what is wrong with a missing namespace,
+		// and a manager not allowed to read namespaces still builds.
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading namespace %s for its Pod Security level: %w", namespace, err)
+	}
+	if level := ns.Labels[PodSecurityEnforceLabel]; level == "restricted" {
+		return &PodRefusedError{Namespace: namespace, Level: level}
+	}
+	return nil
+}
+
 // PollInterval is a safety net: Job changes are watched, so this is long.
 func (j *JobBuilder) PollInterval() time.Duration { return 2 * time.Minute }
 
-// CancelOthers deletes the app's build Jobs other than keep (and their pods).
+// FinishedJobsKept is how many finished build Jobs a resource keeps (the
+// current one among them): enough to read why the last few builds failed
+// or what they pushed, with their pods' logs, without one Job per refresh
+// interval piling up.
+const FinishedJobsKept = 3
+
+// CancelOthers deletes the app's running build Jobs other than keep (and
+// their pods), and its finished ones beyond the FinishedJobsKept newest.
 func (j *JobBuilder) CancelOthers(ctx context.Context, app *herokunixv1.HerokuNixApp, keep string) error {
 	var jobs batchv1.JobList
 	if err := j.Client.List(ctx, &jobs, client.InNamespace(app.Namespace), client.MatchingLabels{LabelApp: app.Name, LabelManagedBy: managedBy}); err != nil {
 		return fmt.Errorf("listing build jobs: %w", err)
 	}
-	for i := range jobs.Items {
-		job := &jobs.Items[i]
-		if job.Name == keep || jobHasCondition(job, batchv1.JobComplete) || jobHasCondition(job, batchv1.JobFailed) {
-			continue
-		}
+	for _, job := range jobsToDelete(app, jobs.Items, keep) {
 		if err := j.Client.Delete(ctx, job, client.PropagationPolicy("Background")); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("cancelling build job %s: %w", job.Name, err)
+			return fmt.Errorf("deleting build job %s: %w", job.Name, err)
 		}
 	}
 	return nil
+}
+
+// jobsToDelete are the Jobs of app (by label) that are neither keep nor
+// among its FinishedJobsKept newest finished ones. Finished Jobs are only
+// deleted when app controls them, as the label alone is a name.
+func jobsToDelete(app *herokunixv1.HerokuNixApp, jobs []batchv1.Job, keep string) []*batchv1.Job {
+	var del, finished []*batchv1.Job
+	for i := range jobs {
+		job := &jobs[i]
+		switch {
+		case job.Name == keep:
+		case !jobFinished(job):
+			del = append(del, job)
+		case metav1.IsControlledBy(job, app):
+			finished = append(finished, job)
+		}
+	}
+	// Newest first; the kept build, if finished, takes one of the places.
+	sort.SliceStable(finished, func(a, b int) bool {
+		return finishedAt(finished[b]).Before(finishedAt(finished[a]))
+	})
+	room := FinishedJobsKept
+	if i := slices.IndexFunc(jobs, func(j batchv1.Job) bool { return j.Name == keep }); i >= 0 && jobFinished(&jobs[i]) {
+		room--
+	}
+	if len(finished) > room {
+		del = append(del, finished[room:]...)
+	}
+	return del
+}
+
+func jobFinished(job *batchv1.Job) bool {
+	return jobHasCondition(job, batchv1.JobComplete) || jobHasCondition(job, batchv1.JobFailed)
+}
+
+// finishedAt is when a finished Job finished: its completion time, else
+// (a failed Job has none) its Complete or Failed condition's, else when
+// it was made.
+func finishedAt(job *batchv1.Job) time.Time {
+	if job.Status.CompletionTime != nil {
+		return job.Status.CompletionTime.Time
+	}
+	for _, c := range job.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue && !c.LastTransitionTime.IsZero() {
+			return c.LastTransitionTime.Time
+		}
+	}
+	return job.CreationTimestamp.Time
 }
 
 var errNoMessage = errors.New("no termination message")
