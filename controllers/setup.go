@@ -26,6 +26,12 @@ const (
 	indexSecretName = "spec.credentialsSecretRef.name"
 )
 
+// The manager's metrics endpoint asks the API server who a caller is and
+// whether it may get /metrics (controller-runtime's
+// filters.WithAuthenticationAndAuthorization, cmd/manager).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // CacheOptions keep the manager's cache to what the controller needs: of
 // all Pods, only those of build Jobs; no object's managedFields (often the
 // larger part of a small object, and never read); and of Secrets no data.
