@@ -167,6 +167,7 @@ func TestDefaultInstallsEverythingInItsNamespace(t *testing.T) {
 		"ClusterRole /herokunix-herokunixapp-editor",
 		"ClusterRole /herokunix-herokunixapp-viewer",
 		"ClusterRole /herokunix-manager",
+		"ClusterRole /herokunix-metrics-reader",
 		"ClusterRoleBinding /herokunix-manager",
 		"CustomResourceDefinition /herokunixapps.herokunix.dev",
 		"Deployment herokunix-system/herokunix-controller-manager",
@@ -205,9 +206,16 @@ func TestManagerDeploymentIsLockedDown(t *testing.T) {
 	if !strings.HasPrefix(c.Image, managerImage+":") {
 		t.Errorf("image = %q, want %s:TAG", c.Image, managerImage)
 	}
-	for _, arg := range []string{"--leader-elect", "--metrics-bind-address=:8080", "--health-probe-bind-address=:8081"} {
+	for _, arg := range []string{"--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081"} {
 		if !slices.Contains(c.Args, arg) {
 			t.Errorf("args %v lack %s", c.Args, arg)
+		}
+	}
+	// Metrics are served over HTTPS to authorized callers only (the
+	// manager's default); plain HTTP is for local use.
+	for _, arg := range c.Args {
+		if strings.HasPrefix(arg, "--metrics-secure") {
+			t.Errorf("args %v change the metrics' authentication (%s)", c.Args, arg)
 		}
 	}
 	sc := c.SecurityContext
@@ -258,8 +266,8 @@ func TestManagerDeploymentIsLockedDown(t *testing.T) {
 	}
 
 	svc := find[*corev1.Service](t, r, "herokunix-controller-manager-metrics")
-	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8080 || containerPort(c, svc.Spec.Ports[0].TargetPort.String()) != 8080 {
-		t.Errorf("metrics Service ports %+v do not reach the container's 8080", svc.Spec.Ports)
+	if len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8443 || svc.Spec.Ports[0].Name != "https" || containerPort(c, svc.Spec.Ports[0].TargetPort.String()) != 8443 {
+		t.Errorf("metrics Service ports %+v are not https on 8443 reaching the container's 8443", svc.Spec.Ports)
 	}
 	for k, v := range svc.Spec.Selector {
 		if d.Spec.Template.Labels[k] != v {
@@ -524,7 +532,10 @@ func TestNoRoleUsesWildcards(t *testing.T) {
 						t.Errorf("%s: %s has a wildcard rule %+v", dir, name, rule)
 					}
 				}
-				if len(rule.NonResourceURLs) > 0 {
+				// Only the metrics reader, and only to get /metrics.
+				metrics := strings.HasSuffix(name, "metrics-reader") && slices.Equal(rule.NonResourceURLs, []string{"/metrics"}) &&
+					slices.Equal(rule.Verbs, []string{"get"}) && len(rule.Resources) == 0
+				if len(rule.NonResourceURLs) > 0 && !metrics {
 					t.Errorf("%s: %s grants non-resource URLs", dir, name)
 				}
 			}
@@ -552,6 +563,20 @@ func TestServiceMonitorScrapesTheMetricsService(t *testing.T) {
 	}
 	eps, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
 	if len(eps) != 1 || eps[0].(map[string]any)["port"] != svc.Spec.Ports[0].Name {
-		t.Errorf("ServiceMonitor endpoints %v do not name the Service's port %s", eps, svc.Spec.Ports[0].Name)
+		t.Fatalf("ServiceMonitor endpoints %v do not name the Service's port %s", eps, svc.Spec.Ports[0].Name)
+	}
+	// The manager serves HTTPS to callers with a bearer token.
+	ep := eps[0].(map[string]any)
+	if ep["scheme"] != "https" || ep["bearerTokenFile"] == nil {
+		t.Errorf("ServiceMonitor endpoint %v does not scrape over https with a bearer token", ep)
+	}
+}
+
+func TestMetricsReaderMayGetMetricsOnly(t *testing.T) {
+	r := render(t, "default")
+	role := find[*rbacv1.ClusterRole](t, r, "herokunix-metrics-reader")
+	want := []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}
+	if fmt.Sprint(role.Rules) != fmt.Sprint(want) {
+		t.Errorf("metrics-reader rules %+v, want %+v", role.Rules, want)
 	}
 }

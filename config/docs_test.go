@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/serializer/json"
+	kusttypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/yaml"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -97,6 +98,10 @@ func TestDocYAMLExamplesAreValid(t *testing.T) {
 					// Flux's type is not vendored: the fields the docs use are.
 					if err := yaml.UnmarshalStrict([]byte(doc), &fluxKustomization{}); err != nil {
 						t.Errorf("%s: Flux Kustomization example: %v", file, err)
+					}
+				case head.APIVersion == "kustomize.config.k8s.io/v1beta1" && head.Kind == "Kustomization":
+					if err := yaml.UnmarshalStrict([]byte(doc), &kusttypes.Kustomization{}); err != nil {
+						t.Errorf("%s: kustomization example: %v", file, err)
 					}
 				case head.Kind != "":
 					if _, _, err := strict.Decode([]byte(doc), nil, nil); err != nil {

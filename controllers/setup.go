@@ -26,13 +26,38 @@ const (
 	indexSecretName = "spec.credentialsSecretRef.name"
 )
 
+// The manager's metrics endpoint asks the API server who a caller is and
+// whether it may get /metrics (controller-runtime's
+// filters.WithAuthenticationAndAuthorization, cmd/manager).
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
 // CacheOptions keep the manager's cache to what the controller needs: of
-// all Pods, only those of build Jobs.
+// all Pods, only those of build Jobs; no object's managedFields (often the
+// larger part of a small object, and never read); and of Secrets no data.
+// Secrets are watched for metadata only and their keys read from the API
+// server when needed, so a Secret's data in the cache could only come
+// from a mistake, which would then hold every Heroku key of the cluster
+// in memory: the Secret transform drops it even then.
 func CacheOptions() cache.Options {
-	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Pod{}:  {Label: build.ManagedSelector()},
-		&batchv1.Job{}: {Label: build.ManagedSelector()},
-	}}
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}:    {Label: build.ManagedSelector()},
+			&batchv1.Job{}:   {Label: build.ManagedSelector()},
+			&corev1.Secret{}: {Transform: stripSecret},
+		},
+	}
+}
+
+// stripSecret keeps of a cached Secret (or its metadata) what the cache
+// needs: no data and no managedFields. A ByObject transform replaces the
+// default one, so it strips managedFields itself.
+func stripSecret(in any) (any, error) {
+	if s, ok := in.(*corev1.Secret); ok {
+		s.Data, s.StringData = nil, nil
+	}
+	return cache.TransformStripManagedFields()(in)
 }
 
 // Options tune the controller.

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -32,6 +33,7 @@ var Version = "dev"
 
 type controllerFlags struct {
 	metricsAddr, probeAddr string
+	metricsSecure          bool
 	leaderElect            bool
 	builder                string
 	concurrency            int
@@ -47,7 +49,8 @@ type controllerFlags struct {
 func runController(args []string) error {
 	var f controllerFlags
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
-	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "metrics endpoint address (0 disables)")
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", "metrics endpoint address (0 disables)")
+	fs.BoolVar(&f.metricsSecure, "metrics-secure", true, "serve metrics over HTTPS to callers the API server authenticates and authorizes (get on the non-resource URL /metrics); false serves plain HTTP to anyone, for local use only")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "health and readiness probe address")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader, so only one replica reconciles")
 	fs.StringVar(&f.builder, "builder", "job", "where builds run: job (a Kubernetes Job) or local (this process, needs Nix; flake builds then run with this process's privileges, so use it only for trusted flakes)")
@@ -88,6 +91,19 @@ func runController(args []string) error {
 	return mgr.Start(ctx)
 }
 
+// metricsOptions serve metrics, unless --metrics-secure=false, over HTTPS
+// (a self-signed certificate made at start) to callers whose bearer token
+// the API server accepts (TokenReview) and who may get /metrics
+// (SubjectAccessReview): metrics name resources and Heroku apps.
+func metricsOptions(f controllerFlags) metricsserver.Options {
+	o := metricsserver.Options{BindAddress: f.metricsAddr}
+	if f.metricsSecure {
+		o.SecureServing = true
+		o.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	return o
+}
+
 func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.Manager, error) {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -99,7 +115,7 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
 		Cache:                         controllers.CacheOptions(),
-		Metrics:                       metricsserver.Options{BindAddress: f.metricsAddr},
+		Metrics:                       metricsOptions(f),
 		HealthProbeBindAddress:        f.probeAddr,
 		LeaderElection:                f.leaderElect,
 		LeaderElectionID:              "herokunix.dev",
