@@ -8,7 +8,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -259,4 +261,17 @@ func TestDesiredBuildJobKeepsTheKeyInThePushContainer(t *testing.T) {
 	if *job.Spec.ActiveDeadlineSeconds != int64(defaultBuildTimeout.Seconds()) || *job.Spec.BackoffLimit != 0 {
 		t.Errorf("deadline %d backoff %d", *job.Spec.ActiveDeadlineSeconds, *job.Spec.BackoffLimit)
 	}
+}
+
+// testScheme knows the built-in kinds and HerokuNixApp, for fake clients.
+func testScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	if err := herokunixv1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	return scheme
 }

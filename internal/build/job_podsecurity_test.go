@@ -9,24 +9,14 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-
-	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 )
 
 // TestARestrictedNamespaceRefusesTheBuildAtOnce: in a namespace that
 // enforces the restricted Pod Security level, Ensure makes no Job (it would
 // never get a pod) and says why; other levels get their Job.
 func TestARestrictedNamespaceRefusesTheBuildAtOnce(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	if err := herokunixv1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
+	scheme := testScheme(t)
 	for _, tc := range []struct {
 		level   string
 		refused bool
