@@ -141,25 +141,6 @@ func (c *Client) CurrentRelease(ctx context.Context, app string) (*Release, erro
 	return fromHK(&list[0]), nil
 }
 
-// ReleasesSince lists the app's releases from version on, oldest first, at
-// most max of them (one page: `Range: version <version>..; max=<max>`).
-func (c *Client) ReleasesSince(ctx context.Context, app string, version, max int) ([]*Release, error) {
-	if max < 1 || max > 1000 {
-		return nil, &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: fmt.Sprintf("max %d is out of 1..1000", max)}
-	}
-	var list []hk.Release
-	err := c.do(ctx, request{op: "release.list", method: "GET",
-		path: "/apps/" + url.PathEscape(app) + "/releases", rng: fmt.Sprintf("version %d..; max=%d", version, max)}, &list)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]*Release, 0, len(list))
-	for i := range list {
-		out = append(out, fromHK(&list[i]))
-	}
-	return out, nil
-}
-
 // maxPages bounds how many pages ReleasesAfter reads (1,000 releases a
 // page): far more releases than an app makes between two resyncs.
 const maxPages = 100
