@@ -4,9 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/herokunix/herokunix/internal/flakeref"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/artifact"
@@ -64,7 +65,7 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 	}
 	if last.CompletionTime == nil {
 		d.Background = !last.Repush && last.SucceededHash == specHash && len(app.Status.Images) > 0
-		if d.Background && isMovingRef(app.Spec.Flake) {
+		if d.Background && flakeref.Moving(app.Spec.Flake) {
 			d.Request.SkipIfRevision = app.Status.Revision
 		}
 		d.Name = last.Job
@@ -80,11 +81,11 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 		return d
 	}
 	d.Background = last.SucceededHash == specHash && len(app.Status.Images) > 0
-	if d.Background && isMovingRef(app.Spec.Flake) {
+	if d.Background && flakeref.Moving(app.Spec.Flake) {
 		d.Request.SkipIfRevision = app.Status.Revision
 	}
 	failed := last.Message != ""
-	moving := isMovingRef(app.Spec.Flake)
+	moving := flakeref.Moving(app.Spec.Flake)
 	intervalPassed := now.Sub(last.CompletionTime.Time) >= app.Spec.IntervalDuration()
 	// A request retries a failed build, or refreshes deployed images of a
 	// moving ref. Without one, a moving ref is looked at again once the
@@ -120,22 +121,4 @@ func buildName(app *herokunixv1.HerokuNixApp, hash string) string {
 	const maxPrefix = 52 - 11
 	prefix := strings.ReplaceAll(app.Name[:min(len(app.Name), maxPrefix)], ".", "-")
 	return strings.TrimRight(prefix, "-") + "-" + Fingerprint(string(app.UID), hash)[:10]
-}
-
-var (
-	hexRev      = regexp.MustCompile(`^[0-9a-f]{40}$`)
-	revParam    = regexp.MustCompile(`[?&](rev|narHash)=`)
-	pathLikeRef = regexp.MustCompile(`^(path:|/|\./|\.\./)`)
-)
-
-// isMovingRef reports whether a flake ref can lock to a different revision
-// tomorrow: it names no rev and is not a local path.
-func isMovingRef(ref string) bool {
-	if revParam.MatchString(ref) || pathLikeRef.MatchString(ref) {
-		return false
-	}
-	// github:owner/repo/<40-hex rev>
-	base, _, _ := strings.Cut(ref, "?")
-	parts := strings.Split(base, "/")
-	return !hexRev.MatchString(parts[len(parts)-1])
 }

@@ -176,23 +176,6 @@ func TestAMovingTarballRefreshSkipsItsNarHash(t *testing.T) {
 	}
 }
 
-func TestIsMovingRef(t *testing.T) {
-	for ref, moving := range map[string]bool{
-		"github:acme/shop":                                                              true,
-		"github:acme/shop?ref=main":                                                     true,
-		"https://example.com/acme/shop/archive/main.tar.gz":                             true,
-		"git+https://example.com/shop.git?ref=main":                                     true,
-		"github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd":                     false,
-		"git+https://example.com/shop.git?rev=9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd": false,
-		"path:/src/shop": false,
-		"/src/shop":      false,
-	} {
-		if got := isMovingRef(ref); got != moving {
-			t.Errorf("isMovingRef(%q) = %v, want %v", ref, got, moving)
-		}
-	}
-}
-
 // TestDesiredBuildJobMountsOnlyTheNixConfKey: the build container runs user
 // code as root, so of the nix.conf Secret only the named key reaches it,
 // never the whole Secret.

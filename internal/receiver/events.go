@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/herokunix/herokunix/internal/flakeref"
 )
 
 // Push is what a push event says, reduced to what matching needs: which
@@ -21,7 +23,7 @@ type Push struct {
 	Deleted bool
 }
 
-// Key is the repository's identity, host/repo, as Source.Key.
+// Key is the repository's identity, host/repo, as flakeref.Source.Key.
 func (p Push) Key() string { return p.Host + "/" + p.Repo }
 
 const zeroCommit = "0000000000000000000000000000000000000000"
@@ -91,11 +93,11 @@ func ParseGenericPush(body []byte) (Push, error) {
 	if err != nil || u.Host == "" {
 		return Push{}, fmt.Errorf("repository %q is not a URL like https://github.com/owner/repo", ev.Repository)
 	}
-	return newPush(u.Hostname(), strings.TrimSuffix(strings.Trim(u.Path, "/"), ".git"), "refs/heads/"+branchName(ev.Branch), ev.DefaultBranch, false)
+	return newPush(u.Hostname(), strings.TrimSuffix(strings.Trim(u.Path, "/"), ".git"), "refs/heads/"+flakeref.BranchName(ev.Branch), ev.DefaultBranch, false)
 }
 
 func newPush(host, repo, ref, defaultBranch string, deleted bool) (Push, error) {
-	if !validRepoPath(repo) {
+	if !flakeref.ValidRepoPath(repo) {
 		return Push{}, fmt.Errorf("event names no repository (%q)", repo)
 	}
 	p := Push{Host: strings.ToLower(host), Repo: strings.ToLower(repo), DefaultBranch: defaultBranch, Deleted: deleted}

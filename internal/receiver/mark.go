@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/herokunix/herokunix/internal/flakeref"
+
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,7 +24,7 @@ func Following(apps []herokunixv1.HerokuNixApp, p Push) []*herokunixv1.HerokuNix
 		if a.Spec.Suspend || a.DeletionTimestamp != nil {
 			continue
 		}
-		src, ok := ParseSource(a.Spec.Flake)
+		src, ok := flakeref.Parse(a.Spec.Flake)
 		if ok && src.Key() == p.Key() && src.Follows(p.Branch, p.DefaultBranch) {
 			out = append(out, a)
 		}

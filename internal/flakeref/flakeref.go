@@ -1,4 +1,8 @@
-package receiver
+// Package flakeref reads what the controller needs to know about a flake
+// reference without fetching it: which repository and branch it follows
+// (for push webhooks) and whether it can lock to another revision tomorrow
+// (for refresh builds). One reader, so the two never disagree.
+package flakeref
 
 import (
 	"net/url"
@@ -21,10 +25,28 @@ type Source struct {
 	Pinned bool
 }
 
+// Moving reports whether a flake ref can lock to a different revision
+// tomorrow: it names no commit (a rev, or a narHash that pins the content)
+// and is not a local path. Refs it cannot read (the flake registry, any
+// tarball URL) count as moving: a refresh build then compares narHashes
+// and pushes nothing when the content is the same.
+func Moving(ref string) bool {
+	if pathLike.MatchString(ref) || pinParam.MatchString(ref) {
+		return false
+	}
+	if s, ok := Parse(ref); ok {
+		return !s.Pinned
+	}
+	return true
+}
+
 // Key is the repository's identity, host/repo.
 func (s Source) Key() string { return s.Host + "/" + s.Repo }
 
 var (
+	pathLike = regexp.MustCompile(`^(path:|/|\./|\.\./)`)
+	pinParam = regexp.MustCompile(`[?&](rev|narHash)=`)
+	// commitHash is Nix's revRegex: it takes either case.
 	commitHash = regexp.MustCompile(`^[0-9a-fA-F]{40}$`)
 	repoPart   = regexp.MustCompile(`^~?[A-Za-z0-9_.-]+$`)
 	// archivePath is a GitHub (or codeload) tarball of a branch:
@@ -32,12 +54,12 @@ var (
 	archivePath = regexp.MustCompile(`^/([^/]+)/([^/]+)/archive/(?:refs/heads/)?(.+?)\.(?:tar\.gz|tgz|zip)$`)
 )
 
-// ParseSource reads the repository and branch out of a flake reference in
+// Parse reads the repository and branch out of a flake reference in
 // the forms Nix documents for Git hosts (github:, gitlab:, sourcehut:,
 // git+https:/git+ssh:, and GitHub archive tarballs). It reports false for
 // anything else (paths, the flake registry, arbitrary tarballs): no push
 // event can match those.
-func ParseSource(flake string) (Source, bool) {
+func Parse(flake string) (Source, bool) {
 	scheme, rest, ok := strings.Cut(flake, ":")
 	if !ok {
 		return Source{}, false
@@ -66,7 +88,7 @@ func parseHostShorthand(scheme, rest string) (Source, bool) {
 	}
 	owner, err1 := url.PathUnescape(parts[0])
 	repo, err2 := url.PathUnescape(parts[1])
-	if err1 != nil || err2 != nil || !validRepoPath(owner+"/"+repo) {
+	if err1 != nil || err2 != nil || !ValidRepoPath(owner+"/"+repo) {
 		return Source{}, false
 	}
 	host := map[string]string{"github": "github.com", "gitlab": "gitlab.com", "sourcehut": "git.sr.ht"}[scheme]
@@ -82,11 +104,11 @@ func parseHostShorthand(scheme, rest string) (Source, bool) {
 		if commitHash.MatchString(refOrRev) {
 			s.Pinned = true
 		} else {
-			s.Branch = branchName(refOrRev)
+			s.Branch = BranchName(refOrRev)
 		}
 	}
 	if r := q.Get("ref"); r != "" {
-		s.Branch = branchName(r)
+		s.Branch = BranchName(r)
 	}
 	if q.Get("rev") != "" || q.Get("narHash") != "" {
 		s.Pinned = true
@@ -102,11 +124,11 @@ func parseGitURL(flake string) (Source, bool) {
 		return Source{}, false
 	}
 	repo := strings.TrimSuffix(strings.Trim(u.Path, "/"), ".git")
-	if !validRepoPath(repo) {
+	if !ValidRepoPath(repo) {
 		return Source{}, false
 	}
 	q := u.Query()
-	s := Source{Host: strings.ToLower(u.Hostname()), Repo: strings.ToLower(repo), Branch: branchName(q.Get("ref"))}
+	s := Source{Host: strings.ToLower(u.Hostname()), Repo: strings.ToLower(repo), Branch: BranchName(q.Get("ref"))}
 	if q.Get("rev") != "" || q.Get("narHash") != "" {
 		s.Pinned = true
 	}
@@ -137,8 +159,8 @@ func parseArchiveURL(flake string) (Source, bool) {
 	return s, true
 }
 
-// validRepoPath accepts owner/name and deeper GitLab group paths.
-func validRepoPath(p string) bool {
+// ValidRepoPath accepts owner/name and deeper GitLab group paths.
+func ValidRepoPath(p string) bool {
 	parts := strings.Split(p, "/")
 	if len(parts) < 2 {
 		return false
@@ -151,8 +173,8 @@ func validRepoPath(p string) bool {
 	return true
 }
 
-// branchName drops the refs/heads/ prefix Git refs may carry.
-func branchName(ref string) string {
+// BranchName drops the refs/heads/ prefix Git refs may carry.
+func BranchName(ref string) string {
 	return strings.TrimPrefix(ref, "refs/heads/")
 }
 

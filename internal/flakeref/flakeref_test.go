@@ -1,10 +1,10 @@
-package receiver
+package flakeref
 
 import (
 	"testing"
 )
 
-func TestParseSource(t *testing.T) {
+func TestParse(t *testing.T) {
 	cases := []struct {
 		flake string
 		want  Source
@@ -38,9 +38,9 @@ func TestParseSource(t *testing.T) {
 		{"git+https://github.com/shop", Source{}, false},
 	}
 	for _, c := range cases {
-		got, ok := ParseSource(c.flake)
+		got, ok := Parse(c.flake)
 		if ok != c.ok || got != c.want {
-			t.Errorf("ParseSource(%q) = %+v, %v; want %+v, %v", c.flake, got, ok, c.want, c.ok)
+			t.Errorf("Parse(%q) = %+v, %v; want %+v, %v", c.flake, got, ok, c.want, c.ok)
 		}
 	}
 }
@@ -67,30 +67,36 @@ func TestFollows(t *testing.T) {
 	}
 }
 
-func FuzzParseSource(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	for _, s := range []string{"github:acme/shop?ref=main", "git+https://h/a/b?ref=x", "https://github.com/a/b/archive/x.tar.gz", "gitlab:a%2Fb/c/d"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, flake string) {
-		s, ok := ParseSource(flake)
-		if ok && (s.Host == "" || !validRepoPath(s.Repo)) {
-			t.Errorf("ParseSource(%q) accepted %+v", flake, s)
+		s, ok := Parse(flake)
+		if ok && (s.Host == "" || !ValidRepoPath(s.Repo)) {
+			t.Errorf("Parse(%q) accepted %+v", flake, s)
 		}
 	})
 }
 
-// FuzzParsePush: every sender's payload parser, on any bytes, either
-// refuses or yields a push naming a valid repository.
-func FuzzParsePush(f *testing.F) {
-	f.Add([]byte(`{"ref":"refs/heads/main","after":"a","repository":{"full_name":"acme/shop","html_url":"https://github.com/acme/shop","default_branch":"main"}}`))
-	f.Add([]byte(`{"ref":"refs/heads/main","project":{"path_with_namespace":"g/s/r","web_url":"https://gitlab.com/g/s/r"}}`))
-	f.Add([]byte(`{"repository":"https://github.com/acme/shop","branch":"main"}`))
-	f.Fuzz(func(t *testing.T, body []byte) {
-		for _, parse := range []func([]byte) (Push, error){ParseGitHubPush, ParseGitLabPush, ParseGenericPush} {
-			p, err := parse(body)
-			if err == nil && (p.Host == "" || !validRepoPath(p.Repo)) {
-				t.Errorf("accepted %q as %+v", body, p)
-			}
+func TestMoving(t *testing.T) {
+	for ref, moving := range map[string]bool{
+		"github:acme/shop":                                                              true,
+		"github:acme/shop?ref=main":                                                     true,
+		"https://example.com/acme/shop/archive/main.tar.gz":                             true,
+		"git+https://example.com/shop.git?ref=main":                                     true,
+		"github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd":                     false,
+		"git+https://example.com/shop.git?rev=9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd": false,
+		"path:/src/shop": false,
+		"/src/shop":      false,
+		// Nix reads a rev in either case; a narHash pins content.
+		"github:acme/shop/9F2C1E0AA1B29F2C1E0AA1B29F2C1E0AA1B2ABCD":                            false,
+		"https://github.com/acme/shop/archive/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd.tar.gz": false,
+		"https://example.com/shop.tar.gz?narHash=sha256-AAAA":                                  false,
+		"nixpkgs#hello": true,
+	} {
+		if got := Moving(ref); got != moving {
+			t.Errorf("Moving(%q) = %v, want %v", ref, got, moving)
 		}
-	})
+	}
 }
