@@ -22,7 +22,7 @@ import (
 
 // Field indexes.
 const (
-	indexAppName    = "spec.appName"
+	indexAppName = "spec.appName"
 	// indexSecretName indexes the Secrets a resource reads (secretsRead).
 	indexSecretName = "spec.credentialsSecretRef.name"
 )
