@@ -92,7 +92,9 @@ func TestAFailedJobIsACredentialsFailureOnlyOnThePushContainersWord(t *testing.T
 // out-of-memory kill are the build's own.
 func TestAFailedJobSaysWhetherItsFailureMayPass(t *testing.T) {
 	failBuild := func(log string) func(context.Context, client.Client, *batchv1.Job) error {
-		return func(ctx context.Context, c client.Client, job *batchv1.Job) error { return kubelet.FailJob(ctx, c, job, log) }
+		return func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailJob(ctx, c, job, log)
+		}
 	}
 	for name, tc := range map[string]struct {
 		fail func(context.Context, client.Client, *batchv1.Job) error
