@@ -44,6 +44,9 @@ type HerokuNixAppReconciler struct {
 	DeletionGracePeriod time.Duration
 	// ReleasePollInterval is how often a pending release is looked at.
 	ReleasePollInterval time.Duration
+	// BuildRetryBase is the first wait before a build that failed for a
+	// reason that may pass is retried (zero: buildRetryBase).
+	BuildRetryBase time.Duration
 }
 
 // ReconcilerConfig is what the reconciler needs besides a manager.
@@ -59,6 +62,10 @@ type ReconcilerConfig struct {
 	// HerokuRetryBase is the first back-off of a resource Heroku turns
 	// away (rate limited, unavailable); it doubles up to 10 min. Zero: 5 s.
 	HerokuRetryBase time.Duration
+	// BuildRetryBase is the first wait before a build that failed for a
+	// reason that may pass (an evicted pod, a deadline, the network) is
+	// retried; it doubles up to 10 min. Zero: 30 s.
+	BuildRetryBase time.Duration
 }
 
 // NewReconciler wires a reconciler to mgr's client, its uncached reader
@@ -81,6 +88,7 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 		Heroku:              &HerokuClients{New: cfg.NewHeroku},
 		DeletionGracePeriod: cfg.DeletionGracePeriod,
 		ReleasePollInterval: cfg.ReleasePollInterval,
+		BuildRetryBase:      cfg.BuildRetryBase,
 		retries:             herokuRetries{base: cfg.HerokuRetryBase},
 	}, nil
 }

@@ -330,7 +330,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 		}
 		if state.Transient != "" {
 			app.Status.Build.Message = truncate(state.Transient+": "+state.Message, 2048)
-			scheduleRetry(app.Status.Build, p.now)
+			scheduleRetry(app.Status.Build, p.now, r.BuildRetryBase)
 		}
 		if want.Background {
 			// Ready stays as it is; a failed first build is evented by
@@ -408,15 +408,21 @@ const (
 )
 
 // scheduleRetry counts a failed build that may pass and, unless that was
-// the last attempt, sets when it is retried.
-func scheduleRetry(b *herokunixv1.BuildStatus, now time.Time) {
+// the last attempt, sets when it is retried: after base (zero:
+// buildRetryBase) doubled for each failure before.
+func scheduleRetry(b *herokunixv1.BuildStatus, now time.Time, base time.Duration) {
 	b.TransientFailures++
 	b.RetryTime = nil
 	if b.TransientFailures >= maxBuildAttempts {
 		return
 	}
-	d := min(buildRetryCap, buildRetryBase<<(b.TransientFailures-1))
+	if base <= 0 {
+		base = buildRetryBase
+	}
+	d := min(buildRetryCap, base<<(b.TransientFailures-1))
 	d = d - d/4 + time.Duration(rand.Int64N(int64(d/2)+1))
+	// Whole seconds, as status keeps them: what the pass holds is what a
+	// later pass reads back.
 	b.RetryTime = &metav1.Time{Time: now.Add(d).Truncate(time.Second)}
 }
 
