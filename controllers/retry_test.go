@@ -195,3 +195,33 @@ func TestAChangeOfInputsDoesNotRebuildWhatBuilt(t *testing.T) {
 		t.Errorf("new resources rebuilt a spec that built: %v", w.build.ensured)
 	}
 }
+
+// TestABackgroundBuildFailingForAPassingReasonKeepsTheReleaseReady: a
+// refresh whose pod is evicted leaves the deployed images Ready and comes
+// back for its retry, not at the next interval.
+func TestABackgroundBuildFailingForAPassingReasonKeepsTheReleaseReady(t *testing.T) {
+	app := summaryApp(true)
+	app.Annotations = map[string]string{herokunixv1.ReconcileRequestAnnotation: "2026-01-02T03:00:00Z"}
+	w := newFakeWorld(t, app)
+	deployedOn(w.heroku, app)
+	if err := w.c.Status().Update(context.Background(), app); err != nil {
+		t.Fatal(err)
+	}
+	w.build.state = build.State{Phase: build.Failed, Transient: build.TransientNetwork,
+		Message: "build container exited 1: error: unable to download 'https://github.com/acme/shop/archive/main.tar.gz': HTTP error 503"}
+	res, err := w.r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKeyFromObject(app)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := w.get(t, app)
+	if c := condition(got, herokunixv1.ConditionReady); c != "True "+herokunixv1.ReasonReleased {
+		t.Errorf("Ready = %q after a failed refresh, want True Released", c)
+	}
+	b := got.Status.Build
+	if b.RetryTime == nil || b.TransientFailures != 1 {
+		t.Fatalf("status.build %+v schedules no retry", b)
+	}
+	if want := b.RetryTime.Sub(testTime); res.RequeueAfter != max(want, time.Second) {
+		t.Errorf("requeued after %s, want the retry's %s", res.RequeueAfter, want)
+	}
+}

@@ -192,7 +192,8 @@ type BuildOptions struct {
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
-	// Resources of the build container.
+	// Resources of the build container. A change runs a failed build
+	// again (e.g. more memory after OOMKilled).
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
@@ -208,7 +209,8 @@ type BuildOptions struct {
 
 	// NodeSelector places the build pod on matching nodes (e.g. builders
 	// with large disks). Where a build runs does not change what it builds,
-	// so placement fields never start a new build.
+	// so placement fields (and resources) never rebuild a spec that built;
+	// a change runs a failed build again.
 	// +kubebuilder:validation:MaxProperties=32
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
