@@ -127,7 +127,7 @@ func provedFirst(a, b *herokunixv1.HerokuNixApp) bool {
 func (r *HerokuNixAppReconciler) claimApp(ctx context.Context, p *pass, err error) error {
 	app := p.app
 	rel := app.Status.Release
-	if rel == nil || (app.Status.AppClaim != nil && (p.appID == "" || p.appID == app.Status.AppClaim.AppID)) {
+	if c := app.Status.AppClaim; rel == nil || (c != nil && (p.appID == "" || p.appID == c.AppID || rel.ID == c.ReleaseID)) {
 		return err
 	}
 	id := p.appID
@@ -138,8 +138,9 @@ func (r *HerokuNixAppReconciler) claimApp(ctx context.Context, p *pass, err erro
 		}
 		id = info.ID
 	}
-	// A claim for another app id is stale: the app of that name was
-	// deleted, and this release is on the one that took the name.
+	// A claim for another app id, with a release made since, is stale:
+	// the app of that name was deleted, and this release is on the one
+	// that took the name.
 	app.Status.AppClaim = &herokunixv1.AppClaim{AppID: id, ReleaseID: rel.ID, Version: rel.Version}
 	return err
 }
