@@ -54,11 +54,12 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 }
 
 // ownsHerokuApp says whether deleting app may scale its Heroku app: only
-// when it released there and no older resource deploys that app (deleting
-// the younger of two, or one that never deployed, must not stop the other's
-// dynos).
+// when it owns it by the rule of reconcileConflict (herokuAppOwner: it has
+// proof of a release there, and none has earlier proof), so deleting the
+// second of two, or one that never deployed, does not stop the other's
+// dynos.
 func (r *HerokuNixAppReconciler) ownsHerokuApp(ctx context.Context, app *herokunixv1.HerokuNixApp) (bool, error) {
-	if app.Status.Release == nil {
+	if !hasAppProof(app) {
 		return false, nil
 	}
 	var same herokunixv1.HerokuNixAppList

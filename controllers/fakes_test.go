@@ -56,7 +56,7 @@ func (f *fakeHeroku) App(_ context.Context, app string) (*heroku.App, error) {
 	if err := f.err["App"]; err != nil {
 		return nil, err
 	}
-	a := &heroku.App{Name: app, Stack: f.stack, BuildStack: f.stack, Generation: f.generation, WebURL: "https://" + app + ".herokuapp.com/"}
+	a := &heroku.App{ID: "id-" + app, Name: app, Stack: f.stack, BuildStack: f.stack, Generation: f.generation, WebURL: "https://" + app + ".herokuapp.com/"}
 	if err := a.CheckContainerReady(); err != nil {
 		return nil, err
 	}

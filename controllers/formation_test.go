@@ -44,21 +44,36 @@ func TestDesiredFormationLeavesUnsetValuesAlone(t *testing.T) {
 
 func TestTheOwnerOfAHerokuAppIsTheOneThatReleasedThere(t *testing.T) {
 	at := func(sec int64) metav1.Time { return metav1.Unix(sec, 0) }
+	claim := func(v int) herokunixv1.HerokuNixAppStatus {
+		return herokunixv1.HerokuNixAppStatus{AppClaim: &herokunixv1.AppClaim{AppID: "id", ReleaseID: "r", Version: v}}
+	}
 	older := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "x", UID: "1", CreationTimestamp: at(1)}}
 	released := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "b", Namespace: "y", UID: "2", CreationTimestamp: at(2)},
-		Status: herokunixv1.HerokuNixAppStatus{Release: &herokunixv1.ReleaseStatus{ID: "r"}}}
-	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{older, released}, ""); got.UID != "2" {
-		t.Errorf("owner %s, want the one that released", got.UID)
+		Status: claim(7)}
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{older, released}, ""); got == nil || got.UID != "2" {
+		t.Errorf("owner %v, want the one that released", got)
 	}
-	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{older, {ObjectMeta: metav1.ObjectMeta{Name: "c", UID: "3", CreationTimestamp: at(3)}}}, ""); got.UID != "1" {
-		t.Errorf("owner %s, want the oldest when none released", got.UID)
+	// The squatter: made first, never released (no working credentials).
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{older, {ObjectMeta: metav1.ObjectMeta{Name: "c", UID: "3", CreationTimestamp: at(3)}}}, ""); got != nil {
+		t.Errorf("owner %s when none released, want none: the oldest must not squat", got.UID)
 	}
-	deleting := older
+	// Two that released: the first release wins, whichever was made first.
+	second := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "d", Namespace: "x", UID: "4", CreationTimestamp: at(0)}, Status: claim(9)}
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{second, released}, "4"); got == nil || got.UID != "2" {
+		t.Errorf("owner %v, want the one with the earlier release (v7 before v9)", got)
+	}
+	// A resource released to before claims were recorded proves it by its release.
+	legacy := herokunixv1.HerokuNixApp{ObjectMeta: metav1.ObjectMeta{Name: "e", UID: "5", CreationTimestamp: at(5)},
+		Status: herokunixv1.HerokuNixAppStatus{Release: &herokunixv1.ReleaseStatus{ID: "r", Version: 3}}}
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{released, legacy}, ""); got == nil || got.UID != "5" {
+		t.Errorf("owner %v, want the one whose release (v3) came first", got)
+	}
+	deleting := released
 	deleting.DeletionTimestamp = &metav1.Time{}
 	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{deleting}, ""); got != nil {
 		t.Errorf("a resource being deleted owns the app: %+v", got)
 	}
-	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{deleting}, "1"); got == nil || got.UID != "1" {
+	if got := herokuAppOwner([]herokunixv1.HerokuNixApp{deleting}, "2"); got == nil || got.UID != "2" {
 		t.Error("a resource being deleted does not count itself when asking")
 	}
 }

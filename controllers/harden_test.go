@@ -243,7 +243,7 @@ func TestAnUnchangedSecretIsNotReadAgain(t *testing.T) {
 	reads := &countingReader{Reader: w.c}
 	w.r.APIReader = reads
 	for range 5 {
-		if key, err := w.r.apiKey(context.Background(), app); err != nil || key != testAPIKey {
+		if key, _, err := w.r.apiKey(context.Background(), app); err != nil || key != testAPIKey {
 			t.Fatalf("key %q, %v", key, err)
 		}
 	}
@@ -259,7 +259,7 @@ func TestAnUnchangedSecretIsNotReadAgain(t *testing.T) {
 	if err := w.c.Update(context.Background(), &secret); err != nil {
 		t.Fatal(err)
 	}
-	if key, err := w.r.apiKey(context.Background(), app); err != nil || key != "hk-rotated-key" {
+	if key, _, err := w.r.apiKey(context.Background(), app); err != nil || key != "hk-rotated-key" {
 		t.Errorf("after a rotation the key is %q, %v; want the new key", key, err)
 	}
 }

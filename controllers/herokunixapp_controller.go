@@ -44,6 +44,9 @@ type HerokuNixAppReconciler struct {
 	DeletionGracePeriod time.Duration
 	// ReleasePollInterval is how often a pending release is looked at.
 	ReleasePollInterval time.Duration
+	// BuildRetryBase is the first wait before a build that failed for a
+	// reason that may pass is retried (zero: buildRetryBase).
+	BuildRetryBase time.Duration
 }
 
 // ReconcilerConfig is what the reconciler needs besides a manager.
@@ -59,6 +62,10 @@ type ReconcilerConfig struct {
 	// HerokuRetryBase is the first back-off of a resource Heroku turns
 	// away (rate limited, unavailable); it doubles up to 10 min. Zero: 5 s.
 	HerokuRetryBase time.Duration
+	// BuildRetryBase is the first wait before a build that failed for a
+	// reason that may pass (an evicted pod, a deadline, the network) is
+	// retried; it doubles up to 10 min. Zero: 30 s.
+	BuildRetryBase time.Duration
 }
 
 // NewReconciler wires a reconciler to mgr's client, its uncached reader
@@ -81,6 +88,7 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 		Heroku:              &HerokuClients{New: cfg.NewHeroku},
 		DeletionGracePeriod: cfg.DeletionGracePeriod,
 		ReleasePollInterval: cfg.ReleasePollInterval,
+		BuildRetryBase:      cfg.BuildRetryBase,
 		retries:             herokuRetries{base: cfg.HerokuRetryBase},
 	}, nil
 }
@@ -113,6 +121,13 @@ type pass struct {
 	// resolved the flake before the change the request announces: it stays
 	// pending, for the next build to take up soon.
 	requestWaits bool
+	// secrets are the versions of the Secrets the build reads.
+	secrets build.SecretVersions
+	// appID is the Heroku app's id when the pass read the app.
+	appID string
+	// buildRetry, when set, is how soon a background build that failed
+	// for a reason that may pass is retried.
+	buildRetry time.Duration
 }
 
 // step is one named part of a pass. A nil error lets the next step run;
@@ -183,10 +198,10 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outc
 		r.reconcileFormation,
 	} {
 		if err := s(ctx, p); err != nil {
-			return outcome{Err: err, RequestedAt: p.requestedAt, RequestWaits: p.requestWaits}
+			return outcome{Err: err, RequestedAt: p.requestedAt, RequestWaits: p.requestWaits, BuildRetry: p.buildRetry}
 		}
 	}
-	return outcome{RequestedAt: p.requestedAt, RequestWaits: p.requestWaits}
+	return outcome{RequestedAt: p.requestedAt, RequestWaits: p.requestWaits, BuildRetry: p.buildRetry}
 }
 
 // suspendedOutcome ends a pass at spec.suspend: Heroku is left as it is
@@ -217,6 +232,8 @@ type outcome struct {
 	// RequestWaits says a reconcile request is left for the next build,
 	// which the next pass starts soon.
 	RequestWaits bool
+	// BuildRetry, when set, is when a failed background build is retried.
+	BuildRetry time.Duration
 }
 
 // summarize concludes the pass, patches status once, emits an event when
@@ -285,6 +302,9 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	}
 	if end.RequestWaits && err == nil && (res.RequeueAfter == 0 || res.RequeueAfter > requestRequeue) {
 		res.RequeueAfter = requestRequeue
+	}
+	if end.BuildRetry > 0 && err == nil && (res.RequeueAfter == 0 || res.RequeueAfter > end.BuildRetry) {
+		res.RequeueAfter = end.BuildRetry
 	}
 	app.Status.ObservedGeneration = app.Generation
 	if !failed && end.RequestedAt != "" {

@@ -56,7 +56,9 @@ const defaultReleasePoll = 10 * time.Second
 // pending release (release phase) by requeueing, and on a resync spends
 // exactly one Heroku read: the releases after its own, to detect drift.
 // Sets Released; records the release and the web URL on status.
-func (r *HerokuNixAppReconciler) reconcileRelease(ctx context.Context, p *pass) error {
+func (r *HerokuNixAppReconciler) reconcileRelease(ctx context.Context, p *pass) (err error) {
+	// However the step ends, a release made is this resource's proof.
+	defer func() { err = r.claimApp(ctx, p, err) }()
 	app := p.app
 	want := builtImageIDs(app)
 	if in := app.Status.ReleaseIntent; in != nil && maps.Equal(in.Images, want) {
@@ -109,7 +111,7 @@ func (r *HerokuNixAppReconciler) release(ctx context.Context, p *pass, images ma
 	if err != nil {
 		return r.releaseError(app, herokuError("reading Heroku app "+app.Spec.AppName, err))
 	}
-	app.Status.WebURL = info.WebURL
+	app.Status.WebURL, p.appID = info.WebURL, info.ID
 	if err := r.removeLeftTypes(ctx, p, images); err != nil {
 		return err
 	}

@@ -22,7 +22,8 @@ import (
 
 // Field indexes.
 const (
-	indexAppName    = "spec.appName"
+	indexAppName = "spec.appName"
+	// indexSecretName indexes the Secrets a resource reads (secretsRead).
 	indexSecretName = "spec.credentialsSecretRef.name"
 )
 
@@ -76,9 +77,7 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	}); err != nil {
 		return err
 	}
-	if err := idx.IndexField(ctx, &herokunixv1.HerokuNixApp{}, indexSecretName, func(o client.Object) []string {
-		return []string{o.(*herokunixv1.HerokuNixApp).Spec.CredentialsSecretRef.Name}
-	}); err != nil {
+	if err := idx.IndexField(ctx, &herokunixv1.HerokuNixApp{}, indexSecretName, secretsRead); err != nil {
 		return err
 	}
 
@@ -104,7 +103,19 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	return b.Complete(r)
 }
 
-// appsUsingSecret maps a Secret to the resources whose credentials it holds.
+// secretsRead are the names of the Secrets a resource reads: its
+// credentials, and its build's nix.conf (a change of which re-runs a
+// failed build).
+func secretsRead(o client.Object) []string {
+	app := o.(*herokunixv1.HerokuNixApp)
+	names := []string{app.Spec.CredentialsSecretRef.Name}
+	if ref := app.Spec.Build.NixConfigSecretRef; ref != nil && ref.Name != names[0] {
+		names = append(names, ref.Name)
+	}
+	return names
+}
+
+// appsUsingSecret maps a Secret to the resources that read it.
 func (r *HerokuNixAppReconciler) appsUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
 	var apps herokunixv1.HerokuNixAppList
 	if err := r.List(ctx, &apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSecretName: o.GetName()}); err != nil {

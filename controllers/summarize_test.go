@@ -186,6 +186,18 @@ var summaryRows = []summaryRow{
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonBuildFailed, requeue: requeueInterval,
 	},
 	{
+		name: "the build pod was evicted (retried)",
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			want := build.DesiredFor(app, testTime, false)
+			app.Status.Build = &herokunixv1.BuildStatus{Hash: want.SpecHash, Job: want.Name, TransientFailures: 1,
+				StartTime: &metav1.Time{Time: testTime}, CompletionTime: &metav1.Time{Time: testTime},
+				RetryTime: &metav1.Time{Time: testTime.Add(30 * time.Second)}}
+			app.Status.Build.Message = build.TransientEvicted + ": build job failed: BackoffLimitExceeded: Job has reached the specified backoff limit"
+			return outcome{Err: (&HerokuNixAppReconciler{}).buildFailed(&pass{app: app, now: testTime}, want, app.Status.Build.Message)}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonBuildFailed, requeue: requeueAfter, after: 30 * time.Second,
+	},
+	{
 		name:  "the API-key Secret is missing",
 		end:   errEnd(stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", "team-a", "heroku")),
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonCredentialsNotFound, requeue: requeueInterval,
@@ -225,8 +237,8 @@ var summaryRows = []summaryRow{
 	},
 	{
 		name: "another resource already deploys the Heroku app",
-		end: errEnd(stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is already deployed by HerokuNixApp %s/%s; delete one of them",
-			"acme-shop", "team-b", "shop")),
+		end: errEnd(stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is deployed by %s released to it first; delete one of them",
+			"acme-shop", "another HerokuNixApp, in a different namespace, which")),
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonAppConflict, requeue: requeueInterval,
 	},
 }

@@ -192,7 +192,8 @@ type BuildOptions struct {
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
 
-	// Resources of the build container.
+	// Resources of the build container. A change runs a failed build
+	// again (e.g. more memory after OOMKilled).
 	// +optional
 	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
 
@@ -208,7 +209,8 @@ type BuildOptions struct {
 
 	// NodeSelector places the build pod on matching nodes (e.g. builders
 	// with large disks). Where a build runs does not change what it builds,
-	// so placement fields never start a new build.
+	// so placement fields (and resources) never rebuild a spec that built;
+	// a change runs a failed build again.
 	// +kubebuilder:validation:MaxProperties=32
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
@@ -311,6 +313,24 @@ type HerokuNixAppStatus struct {
 	// LastHandledReconcileAt is the last reconcile-now annotation value handled.
 	// +optional
 	LastHandledReconcileAt string `json:"lastHandledReconcileAt,omitempty"`
+
+	// AppClaim is this resource's proof that it deploys spec.appName: the
+	// first release it made there, with credentials that worked. Of the
+	// resources naming one Heroku app, the one with the earliest claim owns
+	// it; one without a claim never keeps another from deploying.
+	// +optional
+	AppClaim *AppClaim `json:"appClaim,omitempty"`
+}
+
+// AppClaim is the proof that a resource released to its Heroku app.
+type AppClaim struct {
+	// AppID is Heroku's id of the app, read with this resource's
+	// credentials (a name can be given to a new app; an id cannot).
+	AppID string `json:"appID"`
+	// ReleaseID and Version are the first release this resource made (or
+	// found running its images) on that app.
+	ReleaseID string `json:"releaseID"`
+	Version   int    `json:"version"`
 }
 
 // ImageStatus identifies one pushed image.
@@ -346,6 +366,22 @@ type BuildStatus struct {
 	// build ends.
 	// +optional
 	Repush bool `json:"repush,omitempty"`
+	// Inputs fingerprints what the build ran with besides what it builds:
+	// the build container's resources and placement, and the versions of
+	// the Secrets it reads (credentials, nix.conf). A failed build is run
+	// again when they change.
+	// +optional
+	Inputs string `json:"inputs,omitempty"`
+	// TransientFailures counts the builds of this spec and inputs in a
+	// row that failed for a reason that may pass (an evicted pod, the
+	// deadline, a network error while fetching).
+	// +optional
+	TransientFailures int32 `json:"transientFailures,omitempty"`
+	// RetryTime, on a build that failed for a reason that may pass, is
+	// when it is tried again. Unset when no retry is due: the failure is
+	// the build's own, or the retries are spent.
+	// +optional
+	RetryTime *metav1.Time `json:"retryTime,omitempty"`
 }
 
 // ReleaseStatus describes a Heroku release.

@@ -93,7 +93,8 @@ var readOf = map[string]statusCase{
 	"the API key is refused":                          {argo: degraded, argoMessage: "Unauthorized:", kstatus: status.FailedStatus},
 	"Heroku refused the release":                      {argo: degraded, argoMessage: "ReleaseFailed: releasing images", kstatus: status.FailedStatus},
 	"the release phase failed":                        {argo: degraded, argoMessage: "ReleasePhaseFailed: release v43 failed", kstatus: status.FailedStatus},
-	"another resource already deploys the Heroku app": {argo: degraded, argoMessage: "AppConflict: Heroku app acme-shop is already deployed", kstatus: status.FailedStatus},
+	"another resource already deploys the Heroku app": {argo: degraded, argoMessage: "AppConflict: Heroku app acme-shop is deployed by another HerokuNixApp", kstatus: status.FailedStatus},
+	"the build pod was evicted (retried)":             {argo: progressing, argoMessage: "BuildFailed: retrying: build shop-", kstatus: status.InProgressStatus},
 }
 
 // statusCases are the rows of concludedFile, each with how it must be

@@ -28,6 +28,10 @@ type State struct {
 	// fault: artifact.FailureUnauthorized when the registry refused the
 	// Heroku key (a credentials problem). Empty for a failed build.
 	Failure artifact.FailureKind
+	// Transient, on a failed build, says why it may get through when run
+	// again unchanged (one of the Transient* causes: an evicted pod, the
+	// deadline, a network failure); empty for a failure of the build itself.
+	Transient string
 	// Started reports that this call started the build.
 	Started bool
 }

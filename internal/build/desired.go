@@ -11,6 +11,7 @@ import (
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/artifact"
+	"github.com/herokunix/herokunix/internal/image"
 )
 
 // Desired is the build the spec asks for now.
@@ -26,16 +27,47 @@ type Desired struct {
 	// already, so the build (a refresh of a moving ref, or a retry) runs
 	// while they keep serving, and its failure stalls nothing.
 	Background bool
+	// Inputs fingerprints what the build runs with besides what it
+	// builds (recorded as BuildStatus.Inputs): a failed build is run again
+	// when they change.
+	Inputs string
+	// Retry says the build retries one of the same spec and inputs that
+	// failed for a reason that may pass (BuildStatus.RetryTime was due).
+	Retry bool
+}
+
+// SecretVersions are the resourceVersions of the Secrets a build reads
+// ("" for one it does not read, or that is missing): the credentials its
+// push uses and spec.build.nixConfigSecretRef's.
+type SecretVersions struct {
+	Credentials, NixConfig string
 }
 
 const defaultBuildTimeout = 30 * time.Minute
 
-// DesiredFor decides which build should exist. It is a pure function of
-// the spec, the builds recorded in status, and the time. A new spec (or one
-// returned to) gets its first build; a running build is followed; a moving ref is refreshed
-// once the interval has passed since the last build; forceRefresh (a
-// reconcile-now request) refreshes at once, or retries a failed build.
+// DesiredFor is DesiredForSecrets when the build's Secrets' versions are
+// not known (or do not matter: only the spec's build is asked about).
 func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool) Desired {
+	return DesiredForSecrets(app, now, forceRefresh, SecretVersions{})
+}
+
+// DesiredForSecrets decides which build should exist. It is a pure
+// function of the spec, the versions of the Secrets the build reads, the
+// builds recorded in status, and the time. A new spec (or one returned to)
+// gets its first build; a running build is followed; a moving ref is
+// refreshed once the interval has passed since the last build;
+// forceRefresh (a reconcile-now request) refreshes at once, or retries a
+// failed build. A failed build is also run again when what it ran with
+// changed (more resources, other nodes, a repaired Secret), and when its
+// retry is due after a failure that may pass (BuildStatus.RetryTime).
+//
+// Two fingerprints tell these apart. SpecHash covers what is built: a
+// change is a new build, even of a spec that built. Inputs covers what a
+// build runs with besides: resources, placement and the Secrets' versions
+// decide whether a build gets through, not what it makes, so a change
+// re-runs a failed build but not one that succeeded (a rotated key or
+// nix.conf token must not rebuild every app), nor one still running.
+func DesiredForSecrets(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool, secrets SecretVersions) Desired {
 	req := artifact.BuildRequest{
 		Flake:             app.Spec.Flake,
 		Processes:         map[string]artifact.BuildProcess{},
@@ -49,8 +81,16 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 	if app.Spec.Build.Timeout != nil {
 		timeout = app.Spec.Build.Timeout.Duration
 	}
-	specHash := Fingerprint(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
-	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app, specHash)}
+	what := []any{req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String()}
+	if n := app.Spec.Build.MaxLayers; n != nil && *n != image.DefaultLayers {
+		// The layer budget shapes the images. The default (which the API
+		// server sets) is left out so that specs keep the hash they had
+		// before it counted.
+		what = append(what, *n)
+	}
+	specHash := Fingerprint(what...)
+	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app, specHash),
+		Inputs: runInputs(app, secrets)}
 
 	last := app.Status.Build
 	if last == nil || last.Hash != specHash {
@@ -90,14 +130,28 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 	// A request retries a failed build, or refreshes deployed images of a
 	// moving ref. Without one, a moving ref is looked at again once the
 	// interval has passed: to refresh deployed images, or because a failed
-	// build may have a fix upstream by now.
+	// build may have a fix upstream by now. A failed build is run again
+	// once what it ran with changed ("" was recorded before inputs were),
+	// or when its retry is due.
 	requested := forceRefresh && (failed || (d.Background && moving))
 	due := (d.Background || failed) && moving && intervalPassed
+	rerun := failed && last.Inputs != "" && last.Inputs != d.Inputs
+	retry := failed && last.RetryTime != nil && !now.Before(last.RetryTime.Time)
 	d.Name = last.Job
-	if requested || due {
+	if requested || due || rerun || retry {
 		d.Name = next
+		// Only a retry of the same build counts towards its retries: a
+		// request, a new revision or a change of inputs starts over.
+		d.Retry = retry && !requested && !due && !rerun
 	}
 	return d
+}
+
+// runInputs fingerprints what a build runs with besides what it builds
+// (see DesiredForSecrets).
+func runInputs(app *herokunixv1.HerokuNixApp, secrets SecretVersions) string {
+	b := app.Spec.Build
+	return Fingerprint(b.Resources, b.NodeSelector, b.Tolerations, b.Affinity, b.PriorityClassName, b.ServiceAccountName, secrets)
 }
 
 // Fingerprint fingerprints plain data through its JSON form (maps are

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -257,4 +258,89 @@ func testScheme(t *testing.T) *runtime.Scheme {
 		t.Fatal(err)
 	}
 	return scheme
+}
+
+// TestAFailedBuildRunsAgainWhenItsInputsChange: what a build runs with
+// besides what it builds (resources, placement, the Secrets' versions)
+// re-runs a failed build when it changes, and leaves a build that
+// succeeded, or one still running, alone.
+func TestAFailedBuildRunsAgainWhenItsInputsChange(t *testing.T) {
+	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	secrets := SecretVersions{Credentials: "10", NixConfig: "20"}
+	changes := map[string]func(*herokunixv1.HerokuNixApp, *SecretVersions){
+		"more memory": func(a *herokunixv1.HerokuNixApp, _ *SecretVersions) {
+			a.Spec.Build.Resources = &corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("8Gi")}}
+		},
+		"other nodes": func(a *herokunixv1.HerokuNixApp, _ *SecretVersions) {
+			a.Spec.Build.NodeSelector = map[string]string{"disk": "large"}
+		},
+		"a repaired nix.conf Secret":    func(_ *herokunixv1.HerokuNixApp, s *SecretVersions) { s.NixConfig = "21" },
+		"a repaired credentials Secret": func(_ *herokunixv1.HerokuNixApp, s *SecretVersions) { s.Credentials = "11" },
+	}
+	for name, change := range changes {
+		t.Run(name, func(t *testing.T) {
+			for _, failed := range []bool{true, false} {
+				app := testApp()
+				app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
+				first := DesiredForSecrets(app, done, false, secrets)
+				built(app, first.Name, done, failed)
+				app.Status.Build.Inputs = first.Inputs
+				if again := DesiredForSecrets(app, done, false, secrets); again.Name != first.Name {
+					t.Fatalf("unchanged inputs ran the build again: %+v", again)
+				}
+				now := secrets
+				change(app, &now)
+				next := DesiredForSecrets(app, done, false, now)
+				if rerun := next.Name != first.Name; rerun != failed {
+					t.Errorf("failed=%v: run again %v, want %v", failed, rerun, failed)
+				}
+				if next.Retry {
+					t.Errorf("a change of inputs counts as a retry: %+v", next)
+				}
+				// A build still running is left to finish.
+				app.Status.Build.CompletionTime, app.Status.Build.Message = nil, ""
+				if running := DesiredForSecrets(app, done, false, now); running.Name != first.Name {
+					t.Errorf("a running build was replaced: %+v", running)
+				}
+			}
+		})
+	}
+}
+
+// TestAFailureThatMayPassIsRetriedWhenDue: a failed build with a retry
+// time is run again at that time, as a retry, and not before.
+func TestAFailureThatMayPassIsRetriedWhenDue(t *testing.T) {
+	done := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	app := testApp()
+	app.Spec.Flake = "github:acme/shop/9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
+	first := DesiredFor(app, done, false)
+	built(app, first.Name, done, true)
+	app.Status.Build.RetryTime = &metav1.Time{Time: done.Add(time.Minute)}
+	if b := DesiredFor(app, done.Add(59*time.Second), false); b.Name != first.Name {
+		t.Errorf("retried before its time: %+v", b)
+	}
+	b := DesiredFor(app, done.Add(time.Minute), false)
+	if b.Name == first.Name || !b.Retry || b.Background {
+		t.Errorf("not retried in the foreground when due: %+v", b)
+	}
+	if asked := DesiredFor(app, done.Add(time.Minute), true); asked.Retry {
+		t.Errorf("a reconcile request counts as a retry (its count must start over): %+v", asked)
+	}
+}
+
+// TestTheLayerBudgetIsPartOfWhatIsBuilt: another maxLayers shapes other
+// images; the default keeps the hash of a spec that leaves it unset.
+func TestTheLayerBudgetIsPartOfWhatIsBuilt(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	base := DesiredFor(testApp(), now, false)
+	def := testApp()
+	def.Spec.Build.MaxLayers = ptr.To[int32](32)
+	if got := DesiredFor(def, now, false); got.SpecHash != base.SpecHash {
+		t.Errorf("the default layer budget changed the hash: %s vs %s", got.SpecHash, base.SpecHash)
+	}
+	other := testApp()
+	other.Spec.Build.MaxLayers = ptr.To[int32](12)
+	if got := DesiredFor(other, now, false); got.SpecHash == base.SpecHash {
+		t.Error("another layer budget is the same build")
+	}
 }

@@ -72,8 +72,9 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 	case jobHasCondition(&job, batchv1.JobComplete):
 		msg, err := j.terminationMessage(ctx, &job, containerPush)
 		if errors.Is(err, errNoMessage) {
-			// The pod is gone (evicted, collected): the result is lost.
-			return State{Phase: Failed, Message: err.Error()}, nil
+			// The pod is gone (evicted, collected): the result is lost,
+			// and another run may keep it.
+			return State{Phase: Failed, Message: err.Error(), Transient: TransientGone}, nil
 		}
 		if err != nil {
 			return State{}, err
@@ -243,32 +244,37 @@ func (j *JobBuilder) terminationMessage(ctx context.Context, job *batchv1.Job, c
 // failedState is what a failed Job says: a credentials failure when its
 // push container wrote one (artifact.Failure; only the push container's
 // word counts, as the build container runs user code), else a failed build
-// explained by failureMessage.
+// explained by failureMessage, and whether it may pass (transientJob).
 func (j *JobBuilder) failedState(ctx context.Context, job *batchv1.Job) State {
-	if pods, err := j.jobPods(ctx, job); err == nil {
-		for _, pod := range pods {
-			for _, cs := range pod.Status.ContainerStatuses {
-				if t := cs.State.Terminated; cs.Name == containerPush && t != nil && t.ExitCode != 0 {
-					if f := artifact.ParseFailure([]byte(t.Message)); f != nil {
-						return State{Phase: Failed, Failure: f.Failure, Message: fmt.Sprintf("%s container: %s", containerPush, f.Message)}
-					}
+	pods, err := j.jobPods(ctx, job)
+	if err != nil {
+		return State{Phase: Failed, Message: failureMessage(job, nil)}
+	}
+	for _, pod := range pods {
+		for _, cs := range pod.Status.ContainerStatuses {
+			if t := cs.State.Terminated; cs.Name == containerPush && t != nil && t.ExitCode != 0 {
+				if f := artifact.ParseFailure([]byte(t.Message)); f != nil {
+					return State{Phase: Failed, Failure: f.Failure, Message: fmt.Sprintf("%s container: %s", containerPush, f.Message)}
 				}
 			}
 		}
 	}
-	return State{Phase: Failed, Message: j.failureMessage(ctx, job)}
+	msg := failureMessage(job, pods)
+	return State{Phase: Failed, Message: msg, Transient: transientJob(job, pods, msg)}
 }
 
 // failureMessage explains a failed Job: the failing container's last log
 // lines (its termination message falls back to the log on error), else the
 // Job's own reason (e.g. DeadlineExceeded).
-func (j *JobBuilder) failureMessage(ctx context.Context, job *batchv1.Job) string {
-	if pods, err := j.jobPods(ctx, job); err == nil {
-		for _, pod := range pods {
-			for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
-				if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
-					return fmt.Sprintf("%s container exited %d: %s", cs.Name, t.ExitCode, strings.TrimSpace(t.Message))
+func failureMessage(job *batchv1.Job, pods []corev1.Pod) string {
+	for _, pod := range pods {
+		for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
+			if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+				if t.Reason == "OOMKilled" {
+					return fmt.Sprintf("%s container exited %d: it ran out of memory (OOMKilled); give it more in spec.build.resources: %s",
+						cs.Name, t.ExitCode, strings.TrimSpace(t.Message))
 				}
+				return fmt.Sprintf("%s container exited %d: %s", cs.Name, t.ExitCode, strings.TrimSpace(t.Message))
 			}
 		}
 	}

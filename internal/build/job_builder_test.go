@@ -85,3 +85,64 @@ func TestAFailedJobIsACredentialsFailureOnlyOnThePushContainersWord(t *testing.T
 		})
 	}
 }
+
+// TestAFailedJobSaysWhetherItsFailureMayPass: an evicted pod, a deadline
+// and a forge or registry answering 5xx may pass when run again; an
+// evaluation error, a missing ref (404), a refused token and an
+// out-of-memory kill are the build's own.
+func TestAFailedJobSaysWhetherItsFailureMayPass(t *testing.T) {
+	failBuild := func(log string) func(context.Context, client.Client, *batchv1.Job) error {
+		return func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailJob(ctx, c, job, log)
+		}
+	}
+	for name, tc := range map[string]struct {
+		fail func(context.Context, client.Client, *batchv1.Job) error
+		want string
+	}{
+		"evicted":          {kubelet.EvictJob, TransientEvicted},
+		"deadline":         {kubelet.ExpireJob, TransientDeadline},
+		"forge 502":        {failBuild("error: unable to download 'https://api.github.com/repos/acme/shop/tarball/abc': HTTP error 502 (curl error: no error)"), TransientNetwork},
+		"forge unresolved": {failBuild("error: unable to download 'https://github.com/acme/shop/archive/abc.tar.gz': Couldn't resolve host name (6)"), TransientNetwork},
+		"git 503":          {failBuild("fatal: unable to access 'https://git.example/acme/shop/': The requested URL returned error: 503"), TransientNetwork},
+		"registry 503": {func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailPush(ctx, c, job, "manager push: PUT https://registry.heroku.com/v2/acme-shop/web/blobs/uploads/x: unexpected status code 503 Service Unavailable")
+		}, TransientNetwork},
+		"evaluation error": {failBuild("error: attribute 'web' missing\n       at «none»:0: (source not available)"), ""},
+		"missing ref":      {failBuild("error: unable to download 'https://api.github.com/repos/acme/shop/tarball/abc': HTTP error 404"), ""},
+		"refused token":    {failBuild("error: unable to download 'https://api.github.com/repos/acme/private/tarball/abc': HTTP error 401"), ""},
+		"an empty log": {func(ctx context.Context, c client.Client, job *batchv1.Job) error {
+			return kubelet.FailJob(ctx, c, job, "")
+		}, ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			j, c, app, want, job := jobBuilderOnFake(t)
+			ctx := context.Background()
+			if err := tc.fail(ctx, c, job); err != nil {
+				t.Fatal(err)
+			}
+			state, err := j.Ensure(ctx, app, want, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if state.Phase != Failed || state.Transient != tc.want {
+				t.Errorf("state %+v, want failed with transient cause %q", state, tc.want)
+			}
+		})
+	}
+}
+
+// TestAnOutOfMemoryBuildSaysToGiveItMore: an OOMKilled build container is
+// not retried as is; its message says what re-runs it.
+func TestAnOutOfMemoryBuildSaysToGiveItMore(t *testing.T) {
+	job := &batchv1.Job{Status: batchv1.JobStatus{Conditions: []batchv1.JobCondition{{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, Reason: "BackoffLimitExceeded"}}}}
+	pods := []corev1.Pod{{Status: corev1.PodStatus{InitContainerStatuses: []corev1.ContainerStatus{{Name: "build",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "OOMKilled"}}}}}}}
+	msg := failureMessage(job, pods)
+	if !strings.Contains(msg, "OOMKilled") || !strings.Contains(msg, "spec.build.resources") {
+		t.Errorf("message %q does not say the build ran out of memory and what to change", msg)
+	}
+	if got := transientJob(job, pods, msg); got != "" {
+		t.Errorf("an out-of-memory build is taken as passing: %q", got)
+	}
+}

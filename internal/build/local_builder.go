@@ -2,6 +2,7 @@ package build
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -88,7 +89,7 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 	case l.slots <- struct{}{}:
 		defer func() { <-l.slots }()
 	case <-ctx.Done():
-		return State{Phase: Failed, Message: "build did not start: " + ctx.Err().Error()}
+		return State{Phase: Failed, Message: "build did not start: " + ctx.Err().Error(), Transient: TransientDeadline}
 	}
 	workspace, err := os.MkdirTemp(l.WorkDir, b.Name+"-")
 	if err != nil {
@@ -97,7 +98,7 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 	defer func() { _ = nixbuild.RemoveAllWritable(workspace) }()
 
 	if _, err := nixbuild.Run(ctx, l.Nix, b.Request, workspace); err != nil {
-		return State{Phase: Failed, Message: err.Error()}
+		return failedLocally(ctx, err)
 	}
 	res, err := image.PushWorkspace(ctx, workspace, l.RegistryHost, app.Spec.AppName, image.PushOptions{
 		Options:   image.Options{TempDir: workspace, MaxLayers: int(ptr.Deref(app.Spec.Build.MaxLayers, 0))},
@@ -106,13 +107,22 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
 	})
 	if err != nil {
-		state := State{Phase: Failed, Message: err.Error()}
 		if image.IsUnauthorized(err) {
-			state.Failure = artifact.FailureUnauthorized
+			return State{Phase: Failed, Message: err.Error(), Failure: artifact.FailureUnauthorized}
 		}
-		return state
+		return failedLocally(ctx, err)
 	}
 	return State{Phase: Succeeded, Result: res}
+}
+
+// failedLocally is a failed local build, and whether it may pass: it ran
+// past its timeout, or the network failed.
+func failedLocally(ctx context.Context, err error) State {
+	state := State{Phase: Failed, Message: err.Error(), Transient: transientMessage(err.Error())}
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		state.Transient = TransientDeadline
+	}
+	return state
 }
 
 // CancelOthers cancels the app's running builds other than keep, and

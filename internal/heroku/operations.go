@@ -15,6 +15,9 @@ import (
 
 // App is what herokunix needs to know about a Heroku app.
 type App struct {
+	// ID is Heroku's id of the app: unlike its name, never given to
+	// another app (a deleted app's name can be taken again).
+	ID     string
 	Name   string
 	Stack  string
 	WebURL string
@@ -64,7 +67,7 @@ func (c *Client) AppInfo(ctx context.Context, app string) (*App, error) {
 	if err := c.do(ctx, request{op: "app.info", method: "GET", path: "/apps/" + url.PathEscape(app)}, &a); err != nil {
 		return nil, err
 	}
-	out := &App{Name: a.Name, Stack: a.Stack.Name, WebURL: a.WebURL, BuildStack: a.BuildStack.Name}
+	out := &App{ID: a.ID, Name: a.Name, Stack: a.Stack.Name, WebURL: a.WebURL, BuildStack: a.BuildStack.Name}
 	if a.Generation != nil {
 		out.Generation = a.Generation.Name
 	}

@@ -79,6 +79,19 @@ func newHarness(t *testing.T, opts ...harnessOption) *harness {
 // the harness's).
 func newHarnessWithStub(t *testing.T, stubOpts herokustub.Options, opts ...harnessOption) *harness {
 	t.Helper()
+	return startHarness(t, stubOpts, "", opts...)
+}
+
+// newTwoTenantHarness is newHarness whose controller also watches another
+// tenant's namespace, returned.
+func newTwoTenantHarness(t *testing.T, opts ...harnessOption) (*harness, string) {
+	t.Helper()
+	other := newNamespace(t)
+	return startHarness(t, herokustub.Options{}, other, opts...), other
+}
+
+func startHarness(t *testing.T, stubOpts herokustub.Options, otherNS string, opts ...harnessOption) *harness {
+	t.Helper()
 	t.Parallel()
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
@@ -102,7 +115,7 @@ func newHarnessWithStub(t *testing.T, stubOpts herokustub.Options, opts ...harne
 		Logger:                 logger,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache:                  namespaced(controllers.CacheOptions(), h.ns),
+		Cache:                  namespaced(controllers.CacheOptions(), h.ns, otherNS),
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
@@ -116,6 +129,7 @@ func newHarnessWithStub(t *testing.T, stubOpts herokustub.Options, opts ...harne
 		ReleasePollInterval: 100 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 		HerokuRetryBase:     100 * time.Millisecond,
+		BuildRetryBase:      time.Second,
 	}
 	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {
@@ -208,7 +222,7 @@ func (h *harness) buildJob(app *herokunixv1.HerokuNixApp) *batchv1.Job {
 	var job *batchv1.Job
 	h.g.Eventually(func(g Gomega) {
 		var jobs batchv1.JobList
-		g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{build.LabelApp: app.Name})).To(Succeed())
+		g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(app.Namespace), client.MatchingLabels{build.LabelApp: app.Name})).To(Succeed())
 		var running []batchv1.Job
 		for _, j := range jobs.Items {
 			if len(j.Status.Conditions) == 0 && j.DeletionTimestamp == nil {
@@ -358,8 +372,13 @@ func (b *syncBuffer) String() string {
 
 // namespaced limits a manager's cache to one namespace, so each test's
 // controller sees only its own objects.
-func namespaced(o cache.Options, ns string) cache.Options {
+func namespaced(o cache.Options, ns string, more ...string) cache.Options {
 	o.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	for _, n := range more {
+		if n != "" {
+			o.DefaultNamespaces[n] = cache.Config{}
+		}
+	}
 	return o
 }
 

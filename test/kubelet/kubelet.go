@@ -42,7 +42,47 @@ func FailPush(ctx context.Context, c client.Client, job *batchv1.Job, msg string
 		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 1, Message: msg}}})
 }
 
+// EvictJob ends job the way a node-pressure eviction does to a Job with
+// backoffLimit 0: its pod failed with the kubelet's Evicted reason and a
+// DisruptionTarget condition, its build container killed, and the Job
+// failed.
+func EvictJob(ctx context.Context, c client.Client, job *batchv1.Job) error {
+	evicted := func(pod *corev1.Pod) {
+		pod.Status.Reason, pod.Status.Message = "Evicted", "The node was low on resource: ephemeral-storage."
+		pod.Status.Conditions = append(pod.Status.Conditions, corev1.PodCondition{Type: corev1.DisruptionTarget,
+			Status: corev1.ConditionTrue, Reason: "TerminationByKubelet", LastTransitionTime: metav1.Now()})
+	}
+	return finishWith(ctx, c, job, corev1.ContainerStatus{Name: "build",
+		State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137, Reason: "Error"}}}, evicted, "BackoffLimitExceeded")
+}
+
+// ExpireJob ends job as its activeDeadlineSeconds does: the Job failed
+// with DeadlineExceeded, and its pod is gone.
+func ExpireJob(ctx context.Context, c client.Client, job *batchv1.Job) error {
+	now := metav1.Now()
+	job.Status.StartTime, job.Status.Failed = &now, 1
+	job.Status.Conditions = []batchv1.JobCondition{
+		{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: batchv1.JobReasonDeadlineExceeded},
+		{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: batchv1.JobReasonDeadlineExceeded,
+			Message: "Job was active longer than specified deadline"},
+	}
+	if err := c.Status().Update(ctx, job); err != nil {
+		return fmt.Errorf("ending the build job: %w", err)
+	}
+	return nil
+}
+
 func finish(ctx context.Context, c client.Client, job *batchv1.Job, ok bool, cs corev1.ContainerStatus) error {
+	if !ok {
+		return finishWith(ctx, c, job, cs, nil, "BackoffLimitExceeded")
+	}
+	return finishWith(ctx, c, job, cs, nil, "")
+}
+
+// finishWith ends job with a pod whose container ended as cs, changed by
+// pod when set; a failure reason fails the Job with it, "" completes it.
+func finishWith(ctx context.Context, c client.Client, job *batchv1.Job, cs corev1.ContainerStatus, podChange func(*corev1.Pod), failure string) error {
+	ok := failure == ""
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: job.Name + "-pod", Namespace: job.Namespace, Labels: podLabels(job)},
 		Spec:       job.Spec.Template.Spec,
@@ -58,6 +98,9 @@ func finish(ctx context.Context, c client.Client, job *batchv1.Job, ok bool, cs 
 		pod.Status.ContainerStatuses = []corev1.ContainerStatus{cs}
 	} else {
 		pod.Status.InitContainerStatuses = []corev1.ContainerStatus{cs}
+	}
+	if podChange != nil {
+		podChange(pod)
 	}
 	if err := c.Status().Update(ctx, pod); err != nil {
 		return fmt.Errorf("ending the build pod: %w", err)
@@ -76,8 +119,8 @@ func finish(ctx context.Context, c client.Client, job *batchv1.Job, ok bool, cs 
 	} else {
 		job.Status.Failed = 1
 		job.Status.Conditions = []batchv1.JobCondition{
-			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded"},
-			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: "BackoffLimitExceeded", Message: "Job has reached the specified backoff limit"},
+			{Type: batchv1.JobFailureTarget, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: failure},
+			{Type: batchv1.JobFailed, Status: corev1.ConditionTrue, LastTransitionTime: now, Reason: failure, Message: "Job has reached the specified backoff limit"},
 		}
 	}
 	if err := c.Status().Update(ctx, job); err != nil {
