@@ -50,14 +50,26 @@ const (
 	KindClosure Kind = "closure"
 )
 
-// StorePath is one path of a closure with its NAR size and the store paths
-// it references (from `nix path-info`). The references let the push keep
-// paths that change at different rates in different layers.
+// StorePath is one path of a closure with its NAR size, NAR hash and the
+// store paths it references (from `nix path-info`). The references let the
+// push keep paths that change at different rates in different layers; the
+// NAR hash is what the build claims the path holds, which the push checks
+// against what it reads before it records a layer for reuse.
 type StorePath struct {
-	Path       string   `json:"path"`
-	NarSize    int64    `json:"narSize"`
+	Path    string `json:"path"`
+	NarSize int64  `json:"narSize"`
+	// NarHash is the SHA-256 of the path's NAR serialisation in SRI form
+	// (sha256-<base64>), or empty if the build did not say.
+	NarHash    string   `json:"narHash,omitempty"`
 	References []string `json:"references,omitempty"`
 }
+
+// narHashRE is the one spelling of a NAR hash in a manifest: SHA-256 in SRI
+// form, as nixbuild writes it.
+var narHashRE = regexp.MustCompile(`^sha256-[A-Za-z0-9+/]{43}=$`)
+
+// IsNarHash reports whether h is a NAR hash as a manifest spells it.
+func IsNarHash(h string) bool { return narHashRE.MatchString(h) }
 
 // ProcessOutput is what the build exported for one Heroku process type.
 type ProcessOutput struct {
@@ -157,6 +169,9 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		for _, sp := range p.Closure {
 			if !IsStorePath(sp.Path) {
 				return nil, fmt.Errorf("build manifest: process %q lists %q, which is not a store path", name, sp.Path)
+			}
+			if sp.NarHash != "" && !IsNarHash(sp.NarHash) {
+				return nil, fmt.Errorf("build manifest: process %q: %s has a malformed NAR hash", name, sp.Path)
 			}
 			for _, r := range sp.References {
 				if !IsStorePath(r) {

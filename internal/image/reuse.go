@@ -126,18 +126,34 @@ func (r *reuseIndex) lookup(key string) *reusedLayer {
 // layers (network-bound, unlike building, which is bounded by CPUs).
 const headConcurrency = 16
 
+// layerSet is an image's layers as obtainLayers got them, with what says
+// which may be recorded for reuse: a layer reused from the trusted previous
+// image, or one built from content that matched the NAR hashes claimed for
+// it. Nothing else is recorded.
+type layerSet struct {
+	keys     []string
+	layers   []v1.Layer
+	reused   []bool
+	verified []bool
+}
+
+// recordable says whether layer i may be recorded for reuse.
+func (s *layerSet) recordable(i int) bool { return s.reused[i] || s.verified[i] }
+
+// buildLayer builds layer i; verified says its content matched the NAR
+// hashes claimed for every store path it was made from.
+type buildLayer func(i int) (l v1.Layer, verified bool, err error)
+
 // obtainLayers gets each of n layers: from the previous image when it made
 // one from the same key and the registry still has it, else from build.
-// reused[i] says which.
-func obtainLayers(keys []string, reuse *reuseIndex, build func(i int) (v1.Layer, error)) (layers []v1.Layer, reused []bool, err error) {
-	layers = make([]v1.Layer, len(keys))
-	reused = make([]bool, len(keys))
+func obtainLayers(keys []string, reuse *reuseIndex, build buildLayer) (*layerSet, error) {
+	s := &layerSet{keys: keys, layers: make([]v1.Layer, len(keys)), reused: make([]bool, len(keys)), verified: make([]bool, len(keys))}
 	var heads errgroup.Group
 	heads.SetLimit(headConcurrency)
 	for i, k := range keys {
 		heads.Go(func() error {
 			if l := reuse.lookup(k); l != nil {
-				layers[i], reused[i] = l, true
+				s.layers[i], s.reused[i] = l, true
 			}
 			return nil
 		})
@@ -146,14 +162,14 @@ func obtainLayers(keys []string, reuse *reuseIndex, build func(i int) (v1.Layer,
 	var builds errgroup.Group
 	builds.SetLimit(runtime.GOMAXPROCS(0))
 	for i := range keys {
-		if reused[i] {
+		if s.reused[i] {
 			continue
 		}
 		builds.Go(func() error {
-			l, err := build(i)
-			layers[i] = l
+			l, verified, err := build(i)
+			s.layers[i], s.verified[i] = l, verified
 			return err
 		})
 	}
-	return layers, reused, builds.Wait()
+	return s, builds.Wait()
 }
