@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path"
@@ -432,6 +433,33 @@ func ParseFailure(b []byte) *Failure {
 		return &f
 	}
 	return nil
+}
+
+// FormatReuseFrom writes the images a push may reuse layers from (process
+// type to manifest digest) as `manager push --reuse-from` takes them:
+// type=digest pairs, comma-separated, sorted.
+func FormatReuseFrom(pins map[string]string) string {
+	pairs := make([]string, 0, len(pins))
+	for _, pt := range slices.Sorted(maps.Keys(pins)) {
+		pairs = append(pairs, pt+"="+pins[pt])
+	}
+	return strings.Join(pairs, ",")
+}
+
+// ParseReuseFrom reads what FormatReuseFrom wrote; nil for "".
+func ParseReuseFrom(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	pins := map[string]string{}
+	for pair := range strings.SplitSeq(s, ",") {
+		pt, d, ok := strings.Cut(pair, "=")
+		if !ok || ValidateProcessType(pt) != nil || !digestRE.MatchString(d) {
+			return nil, fmt.Errorf("reuse-from %q: want type=sha256:<hex> pairs", pair)
+		}
+		pins[pt] = d
+	}
+	return pins, nil
 }
 
 // BuildRequest is what one build does: which flake, which outputs, with

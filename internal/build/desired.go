@@ -25,6 +25,11 @@ type Desired struct {
 	// already, so the build (a refresh of a moving ref, or a retry) runs
 	// while they keep serving, and its failure stalls nothing.
 	Background bool
+	// ReuseFrom is, per process type, the manifest digest of the image
+	// herokunix pushed last (status.images): the only image whose layers
+	// the push may reuse (image.PushOptions.ReuseFrom). Not part of the
+	// build's name: a new image does not make a new build.
+	ReuseFrom map[string]string
 }
 
 const defaultBuildTimeout = 30 * time.Minute
@@ -49,7 +54,7 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 		timeout = app.Spec.Build.Timeout.Duration
 	}
 	specHash := Fingerprint(req, app.Spec.Build.Image, app.Spec.Build.NixConfigSecretRef, timeout.String())
-	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app, specHash)}
+	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app, specHash), ReuseFrom: reuseFrom(app)}
 
 	last := app.Status.Build
 	if last == nil || last.Hash != specHash {
@@ -97,6 +102,19 @@ func DesiredFor(app *herokunixv1.HerokuNixApp, now time.Time, forceRefresh bool)
 		d.Name = next
 	}
 	return d
+}
+
+// reuseFrom pins the images of status.images, which only a push's own
+// result sets, for the next push to reuse layers from; nil when none.
+func reuseFrom(app *herokunixv1.HerokuNixApp) map[string]string {
+	if len(app.Status.Images) == 0 {
+		return nil
+	}
+	pins := make(map[string]string, len(app.Status.Images))
+	for pt, img := range app.Status.Images {
+		pins[pt] = img.Digest
+	}
+	return pins
 }
 
 // Fingerprint fingerprints plain data through its JSON form (maps are
