@@ -22,8 +22,11 @@ import (
 // layers, grouped by planClosure: the most depended-on store paths at the
 // bottom, one layer each while the budget lasts, and outPath alone on top. Its entrypoint is command (a relative command[0] such as
 // bin/worker is taken inside outPath), or outPath's only program in bin/.
-// Layers prev records as made from the same store paths are reused from the
-// registry without reading the files; prev may be nil.
+// Layers prev records as made from the same store paths with the same NAR
+// hashes (StorePath.NarHash) are reused from the registry without reading
+// the files; prev may be nil. A layer is recorded for the next build only
+// when what was read of each of its store paths matched its NAR hash; a
+// store path read whole that does not is a NarMismatchError.
 func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts Options, prev v1.Image) (v1.Image, Stats, error) {
 	opts = opts.orDefault()
 	if !artifact.IsStorePath(outPath) {

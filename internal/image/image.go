@@ -18,11 +18,15 @@
 // every process on every machine running the same herokunix binary (the
 // deflate output of a different Go release could differ).
 //
-// The image config records which store paths made each layer, in the label
-// LayersLabel. When the next image is built from the previous one, a layer
-// whose store paths are unchanged is taken from the registry by digest (after
-// a HEAD request shows the registry still has it) and its files are neither
-// read nor compressed again.
+// The image config records which store paths, with which NAR hashes, made
+// each layer, in the label LayersLabel, but only for layers whose content
+// the push checked against the NAR hashes the build claims (narCheck). When
+// the next image is built from the previous one (the image herokunix pushed
+// last, fetched by the digest the controller pinned, never whatever is at
+// :latest), a layer whose store paths and NAR hashes are unchanged is taken
+// from the registry by digest (after a HEAD request shows the registry still
+// has it) and its files are neither read nor compressed again. See
+// docs/layers.md for the trust model.
 package image
 
 import (

@@ -12,19 +12,22 @@ import (
 )
 
 // LayersLabel is the image config label that records which sources made
-// each layer herokunix built: a JSON list of layerRecord, one per layer, in
-// layer order. A later build reads it from the previous image to reuse the
-// layers whose sources are unchanged. (Chosen over per-layer history because
-// it carries the digest itself and survives tools that rewrite history.)
+// the layers herokunix built and checked: a JSON list of layerRecord, in
+// layer order, of the layers that may be reused (layerSet.recordable). A
+// later build reads it from the previous image herokunix pushed (by its
+// pinned digest) to reuse the layers whose sources are unchanged. (Chosen
+// over per-layer history because it carries the digest itself and
+// survives tools that rewrite history.)
 const LayersLabel = "dev.herokunix.layers"
 
 // maxLabel bounds the label read back from a previous image.
 const maxLabel = 1 << 20
 
-// layerRecord says what made one layer. Key is the store path for a layer of
-// one store path in closure mode; for a layer of several store paths, or one
-// with nix2container path options or a prebuilt tarball, it is a kind prefix
-// and a hash of everything that determines the layer's content.
+// layerRecord says what made one layer. Key is <store path>@<narHash> for a
+// layer of one store path in closure mode; for a layer of several store
+// paths, or one with nix2container path options or a prebuilt tarball, it
+// is a kind prefix and a hash of everything that determines the layer's
+// content, NAR hashes included.
 type layerRecord struct {
 	Key    string `json:"key"`
 	DiffID string `json:"diffID"`
