@@ -3,12 +3,14 @@ package image
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"io"
 	"os"
+	"path"
+	"strings"
 
-	"github.com/nix-community/go-nix/pkg/nar"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 )
 
@@ -16,7 +18,9 @@ import (
 // build claims the path holds: the SHA-256 of its NAR serialisation (Nix's
 // archive format, whose hash `nix path-info` reports as narHash) equals
 // the claimed hash. It hashes the NAR from the very reads the tree makes
-// to write the layer's tar, so the store is read once.
+// to write the layer's tar, so the store is read once. (go-nix has a NAR
+// writer, but it runs a goroutine per archive and refuses entry names that
+// start with "..", which a store path may hold.)
 //
 // The tree walks a store path in NAR order (entries sorted by name,
 // depth first), recording each entry; the tar is written in the order of
@@ -36,8 +40,10 @@ type narCheck struct {
 	entries   []narEntry
 	next      int // the first entry not yet emitted
 
-	h          hash.Hash
-	w          *nar.Writer // made at the first entry emitted
+	h          hash.Hash // made at the first entry emitted
+	open       []int     // depths of the directories open in the NAR
+	file       *narEntry // the file whose contents are being written
+	written    int64     // of file's contents
 	incomplete bool
 }
 
@@ -84,33 +90,106 @@ func (c *narCheck) contents(n *node) io.Writer {
 	return io.Discard
 }
 
-// emit writes the NAR header of one entry.
-func (c *narCheck) emit(e narEntry) {
-	if c.w == nil {
-		c.h = sha256.New()
-		w, err := nar.NewWriter(c.h)
-		if err != nil {
-			c.incomplete = true
-			return
-		}
-		c.w = w
+// The NAR format (Nix's archive of a file system object): strings are a
+// little-endian 64-bit length, the bytes and zero padding to 8 bytes; a
+// node is ( type regular [executable ""] contents <bytes> ), ( type
+// symlink target <target> ), or ( type directory, then entry ( name <name>
+// node <node> ) for each entry in name order, then ).
+
+func (c *narCheck) str(s string) {
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(len(s)))
+	c.h.Write(n[:])
+	io.WriteString(c.h, s)
+	c.pad(int64(len(s)))
+}
+
+func (c *narCheck) pad(n int64) {
+	var zeros [8]byte
+	c.h.Write(zeros[:(8-n%8)%8])
+}
+
+// depth is how far below the store path e is (0 for the path itself).
+func (c *narCheck) depth(e narEntry) int {
+	if len(e.n.src) <= c.prefix {
+		return 0
 	}
-	hdr := &nar.Header{Path: "/" + e.n.src[min(len(e.n.src), c.prefix+1):]}
+	return strings.Count(e.n.src[c.prefix:], "/")
+}
+
+// emit writes one entry up to its contents, first closing the file and
+// directories it comes after.
+func (c *narCheck) emit(e narEntry) {
+	if c.h == nil {
+		c.h = sha256.New()
+		c.str("nix-archive-1")
+	}
+	c.endFile()
+	d := c.depth(e)
+	c.closeDirs(d)
+	if d > 0 {
+		c.str("entry")
+		c.str("(")
+		c.str("name")
+		c.str(path.Base(e.n.src))
+		c.str("node")
+	}
+	c.str("(")
+	c.str("type")
 	switch e.n.kind {
 	case kindDir:
-		hdr.Type = nar.TypeDirectory
+		c.str("directory")
+		c.open = append(c.open, d)
+		return
 	case kindSymlink:
-		hdr.Type, hdr.LinkTarget = nar.TypeSymlink, e.n.link
-	case kindFile:
-		hdr.Type, hdr.Size, hdr.Executable = nar.TypeRegular, e.n.size, e.exec
-	}
-	if err := c.w.WriteHeader(hdr); err != nil {
-		c.incomplete = true
+		c.str("symlink")
+		c.str("target")
+		c.str(e.n.link)
+		c.closeNode(d)
 		return
 	}
-	if e.omitted && e.n.kind == kindFile {
+	c.str("regular")
+	if e.exec {
+		c.str("executable")
+		c.str("")
+	}
+	c.str("contents")
+	var n [8]byte
+	binary.LittleEndian.PutUint64(n[:], uint64(e.n.size))
+	c.h.Write(n[:])
+	c.file, c.written = &e, 0
+	if e.omitted {
 		c.readOmitted(e.n)
 	}
+}
+
+// closeNode ends a node at depth d, and the entry it is in.
+func (c *narCheck) closeNode(d int) {
+	c.str(")")
+	if d > 0 {
+		c.str(")")
+	}
+}
+
+// closeDirs ends the open directories at depth d or deeper.
+func (c *narCheck) closeDirs(d int) {
+	for len(c.open) > 0 && c.open[len(c.open)-1] >= d {
+		c.closeNode(c.open[len(c.open)-1])
+		c.open = c.open[:len(c.open)-1]
+	}
+}
+
+// endFile ends the file being written, which must be whole.
+func (c *narCheck) endFile() {
+	if c.file == nil {
+		return
+	}
+	if c.written != c.file.n.size {
+		c.incomplete = true
+	}
+	c.pad(c.written)
+	c.closeNode(c.depth(*c.file))
+	c.file = nil
 }
 
 // readOmitted hashes the contents of a file the tar leaves out.
@@ -121,20 +200,23 @@ func (c *narCheck) readOmitted(n *node) {
 		return
 	}
 	defer f.Close()
-	if copied, err := io.Copy(c.w, io.LimitReader(f, n.size)); err != nil || copied != n.size {
+	if _, err := io.Copy(contentsWriter{c}, io.LimitReader(f, n.size)); err != nil {
 		c.incomplete = true
 	}
 }
 
 // contentsWriter feeds a file's contents to the NAR hash. It never fails
-// the tar it is copied alongside: a NAR writer error only leaves the check
-// incomplete.
+// the tar it is copied alongside: more bytes than the file's size only
+// leave the check incomplete.
 type contentsWriter struct{ c *narCheck }
 
 func (cw contentsWriter) Write(p []byte) (int, error) {
-	if !cw.c.incomplete {
-		if _, err := cw.c.w.Write(p); err != nil {
-			cw.c.incomplete = true
+	c := cw.c
+	if !c.incomplete && c.file != nil {
+		if c.written += int64(len(p)); c.written > c.file.n.size {
+			c.incomplete = true
+		} else {
+			c.h.Write(p)
 		}
 	}
 	return len(p), nil
@@ -153,17 +235,13 @@ func (c *narCheck) finish() (verified bool, err error) {
 		c.next++
 		c.emit(e)
 	}
-	if c.w != nil {
-		if err := c.w.Close(); err != nil {
-			c.incomplete = true
-		}
-		c.w = nil
-	}
-	if c.incomplete || c.claim == "" || c.h == nil {
+	if c.incomplete || c.h == nil {
 		return false, nil
 	}
+	c.endFile()
+	c.closeDirs(0)
 	want, err := nixhash.ParseAny(c.claim, nil)
-	if err != nil || want.Algo() != nixhash.SHA256 {
+	if c.incomplete || err != nil || want.Algo() != nixhash.SHA256 {
 		return false, nil
 	}
 	got := c.h.Sum(nil)
@@ -172,15 +250,6 @@ func (c *narCheck) finish() (verified bool, err error) {
 		return false, &NarMismatchError{StorePath: c.storePath, Claimed: c.claim, Read: gotHash.Format(nixhash.SRI, true)}
 	}
 	return true, nil
-}
-
-// abandon ends an unfinished check (the layer failed).
-func (c *narCheck) abandon() {
-	c.incomplete = true
-	if c.w != nil {
-		_ = c.w.Close() // ends the writer's goroutine; its error says only that the NAR is unfinished
-		c.w = nil
-	}
 }
 
 // NarMismatchError is a store path whose content, as the push read it,

@@ -330,7 +330,6 @@ func prebuiltLayer(root *os.Root, storeForm string, narHashes map[string]string,
 		file := &node{kind: kindFile, src: strings.TrimPrefix(storeForm, "/"), size: fi.Size()}
 		check.add(file, fi.Mode()&0o100 != 0, false)
 		r = io.TeeReader(r, check.contents(file))
-		defer check.abandon()
 	}
 	if err := checkArchiveFile(r, storeForm, e, b); err != nil {
 		f.Close()

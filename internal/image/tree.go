@@ -231,11 +231,6 @@ func (t *tree) put(dst string, n *node) error {
 // it. verified says that every store path was read whole and matches its
 // claim; a store path read whole that does not is a NarMismatchError.
 func (t *tree) writeTar(w io.Writer) (verified bool, err error) {
-	defer func() {
-		for _, c := range t.checks {
-			c.abandon()
-		}
-	}()
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 256<<10)
 	if err := t.writeNode(tw, "", t.top, buf); err != nil {
