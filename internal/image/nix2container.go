@@ -325,7 +325,8 @@ func prebuiltLayer(root *os.Root, storeForm string, narHashes map[string]string,
 	}
 	var r io.Reader = io.NewSectionReader(f, 0, fi.Size())
 	var check *narCheck
-	if artifact.IsStorePath(storeForm) {
+	if lfi, err := root.Lstat(strings.TrimPrefix(storeForm, "/")); err == nil && lfi.Mode().IsRegular() && artifact.IsStorePath(storeForm) {
+		// A store path that is the tarball itself (not a symlink to one).
 		check = newNarCheck(root, storeForm, narHashes[storeForm])
 		file := &node{kind: kindFile, src: strings.TrimPrefix(storeForm, "/"), size: fi.Size()}
 		check.add(file, fi.Mode()&0o100 != 0, false)
