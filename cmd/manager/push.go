@@ -33,8 +33,13 @@ func runPush(args []string) error {
 	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole push")
 	processes := fs.String("processes", "", "comma-separated process types of the build request; when set, a manifest with any other set is refused")
 	maxLayers := fs.Int("max-layers", image.DefaultLayers, fmt.Sprintf("layer budget of every image (1 to %d); an image with more layers is re-layered to fit", image.CeilingLayers))
+	reuseFlag := fs.String("reuse-from", "", "type=sha256:<manifest digest> pairs, comma-separated: the images herokunix pushed last, the only ones whose layers are reused")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	reuseFrom, err := artifact.ParseReuseFrom(*reuseFlag)
+	if err != nil {
+		return fmt.Errorf("--reuse-from: %w", err)
 	}
 	if *maxLayers < 1 || *maxLayers > image.CeilingLayers {
 		return fmt.Errorf("--max-layers %d: want 1 to %d", *maxLayers, image.CeilingLayers)
@@ -53,6 +58,7 @@ func runPush(args []string) error {
 		Insecure:  *insecure,
 		Progress:  os.Stderr,
 		Processes: processTypes(*processes),
+		ReuseFrom: reuseFrom,
 	})
 	if err != nil {
 		if image.IsUnauthorized(err) {

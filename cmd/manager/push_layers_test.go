@@ -15,3 +15,12 @@ func TestPushRefusesALayerBudgetOverTheCeiling(t *testing.T) {
 		}
 	}
 }
+
+// A malformed --reuse-from is refused before anything is read or pushed.
+func TestAMalformedReuseFromIsRefused(t *testing.T) {
+	t.Setenv("HEROKU_API_KEY", "k")
+	err := runPush([]string{"--reuse-from", "web=latest", "--app", "x", "--workspace", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "--reuse-from") {
+		t.Errorf("--reuse-from web=latest: %v, want a refusal", err)
+	}
+}

@@ -42,8 +42,10 @@ func TestAPushTheRegistryRefusesReportsACredentialsFailure(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			result := filepath.Join(t.TempDir(), "termination-log")
 			t.Setenv("HEROKU_API_KEY", tc.key)
+			// A push with an image to reuse layers from meets the
+			// refusal at once, fetching that image.
 			err := runPush([]string{"--workspace", ws, "--app", tc.app, "--registry", strings.TrimPrefix(reg.URL, "http://"),
-				"--insecure-registry", "--result", result})
+				"--insecure-registry", "--result", result, "--reuse-from", "web=sha256:" + strings.Repeat("0", 64)})
 			if err == nil {
 				t.Fatal("the push succeeded")
 			}

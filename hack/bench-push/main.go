@@ -15,6 +15,7 @@ package main
 import (
 	"archive/tar"
 	"context"
+	"crypto/sha256"
 	"flag"
 	"fmt"
 	"io"
@@ -39,6 +40,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/nix-community/go-nix/pkg/nar"
+	"github.com/nix-community/go-nix/pkg/nixhash"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/image"
@@ -127,14 +130,21 @@ func run(npaths int, total int64) error {
 		results = append(results, result{route, phase, time.Since(start), c.bytes.Load(), c.blobs.Load(), note})
 		return nil
 	}
+	// The controller pins the image each push made (status.images) for
+	// the next one to reuse layers from.
+	var reuseFrom map[string]string
 	hkPush := func() error {
 		if err := artifact.WriteManifest(ws, &artifact.Manifest{LockedFlake: "bench", Processes: map[string]artifact.ProcessOutput{
 			"web": {Kind: artifact.KindClosure, OutPath: closure[0].Path, Closure: closure, Command: []string{"bin/app"}},
 		}}); err != nil {
 			return err
 		}
-		_, err := image.PushWorkspace(ctx, ws, host, "herokunix", image.PushOptions{Options: image.Options{TempDir: dir}})
-		return err
+		res, err := image.PushWorkspace(ctx, ws, host, "herokunix", image.PushOptions{Options: image.Options{TempDir: dir}, ReuseFrom: reuseFrom})
+		if err != nil {
+			return err
+		}
+		reuseFrom = map[string]string{"web": res.Images["web"].Digest}
+		return nil
 	}
 	tarPath := filepath.Join(dir, "image.tar")
 	tbWrite := func() error { return writeTarball(filepath.Join(ws, artifact.StoreRoot), closure, tarPath) }
@@ -267,9 +277,23 @@ func makeClosure(root string, npaths int, total int64, salt uint64) ([]artifact.
 				}
 			}
 		}
-		closure[i] = artifact.StorePath{Path: paths[i], NarSize: sizes[i], References: refs}
+		narHash, err := narHashOf(root, paths[i])
+		if err != nil {
+			return nil, err
+		}
+		closure[i] = artifact.StorePath{Path: paths[i], NarSize: sizes[i], NarHash: narHash, References: refs}
 	}
 	return closure, nil
+}
+
+// narHashOf is the NAR hash `nix path-info` would report for store path sp
+// under root (go-nix's NAR writer, not the push's).
+func narHashOf(root, sp string) (string, error) {
+	h := sha256.New()
+	if err := nar.DumpPath(h, filepath.Join(root, sp)); err != nil {
+		return "", err
+	}
+	return nixhash.MustNewHash(nixhash.SHA256, h.Sum(nil)).Format(nixhash.SRI, true), nil
 }
 
 func writeStorePath(root string, i int, salt uint64, size int64) (string, error) {
@@ -327,7 +351,11 @@ func changePath(root string, closure []artifact.StorePath, i int) (artifact.Stor
 	if err != nil {
 		return artifact.StorePath{}, err
 	}
-	return artifact.StorePath{Path: sp, NarSize: closure[i].NarSize, References: closure[i].References}, os.RemoveAll(filepath.Join(root, closure[i].Path))
+	narHash, err := narHashOf(root, sp)
+	if err != nil {
+		return artifact.StorePath{}, err
+	}
+	return artifact.StorePath{Path: sp, NarSize: closure[i].NarSize, NarHash: narHash, References: closure[i].References}, os.RemoveAll(filepath.Join(root, closure[i].Path))
 }
 
 // writeTarball is today's route: a docker-archive with one layer per store

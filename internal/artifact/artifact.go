@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path"
@@ -50,14 +51,26 @@ const (
 	KindClosure Kind = "closure"
 )
 
-// StorePath is one path of a closure with its NAR size and the store paths
-// it references (from `nix path-info`). The references let the push keep
-// paths that change at different rates in different layers.
+// StorePath is one path of a closure with its NAR size, NAR hash and the
+// store paths it references (from `nix path-info`). The references let the
+// push keep paths that change at different rates in different layers; the
+// NAR hash is what the build claims the path holds, which the push checks
+// against what it reads before it records a layer for reuse.
 type StorePath struct {
-	Path       string   `json:"path"`
-	NarSize    int64    `json:"narSize"`
+	Path    string `json:"path"`
+	NarSize int64  `json:"narSize"`
+	// NarHash is the SHA-256 of the path's NAR serialisation in SRI form
+	// (sha256-<base64>), or empty if the build did not say.
+	NarHash    string   `json:"narHash,omitempty"`
 	References []string `json:"references,omitempty"`
 }
+
+// narHashRE is the one spelling of a NAR hash in a manifest: SHA-256 in SRI
+// form, as nixbuild writes it.
+var narHashRE = regexp.MustCompile(`^sha256-[A-Za-z0-9+/]{43}=$`)
+
+// IsNarHash reports whether h is a NAR hash as a manifest spells it.
+func IsNarHash(h string) bool { return narHashRE.MatchString(h) }
 
 // ProcessOutput is what the build exported for one Heroku process type.
 type ProcessOutput struct {
@@ -157,6 +170,9 @@ func ParseManifest(b []byte) (*Manifest, error) {
 		for _, sp := range p.Closure {
 			if !IsStorePath(sp.Path) {
 				return nil, fmt.Errorf("build manifest: process %q lists %q, which is not a store path", name, sp.Path)
+			}
+			if sp.NarHash != "" && !IsNarHash(sp.NarHash) {
+				return nil, fmt.Errorf("build manifest: process %q: %s has a malformed NAR hash", name, sp.Path)
 			}
 			for _, r := range sp.References {
 				if !IsStorePath(r) {
@@ -417,6 +433,33 @@ func ParseFailure(b []byte) *Failure {
 		return &f
 	}
 	return nil
+}
+
+// FormatReuseFrom writes the images a push may reuse layers from (process
+// type to manifest digest) as `manager push --reuse-from` takes them:
+// type=digest pairs, comma-separated, sorted.
+func FormatReuseFrom(pins map[string]string) string {
+	pairs := make([]string, 0, len(pins))
+	for _, pt := range slices.Sorted(maps.Keys(pins)) {
+		pairs = append(pairs, pt+"="+pins[pt])
+	}
+	return strings.Join(pairs, ",")
+}
+
+// ParseReuseFrom reads what FormatReuseFrom wrote; nil for "".
+func ParseReuseFrom(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	pins := map[string]string{}
+	for pair := range strings.SplitSeq(s, ",") {
+		pt, d, ok := strings.Cut(pair, "=")
+		if !ok || ValidateProcessType(pt) != nil || !digestRE.MatchString(d) {
+			return nil, fmt.Errorf("reuse-from %q: want type=sha256:<hex> pairs", pair)
+		}
+		pins[pt] = d
+	}
+	return pins, nil
 }
 
 // BuildRequest is what one build does: which flake, which outputs, with

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -300,6 +301,35 @@ func TestTheLargestValidResultFits(t *testing.T) {
 		var got Image
 		if err := json.Unmarshal([]byte(form), &got); err != nil || got != img {
 			t.Errorf("%s reads as %+v, %v; want %+v", form, got, err, img)
+		}
+	}
+}
+
+func TestReuseFromRoundTripsAndRefusesWhatIsNotAPin(t *testing.T) {
+	pins := map[string]string{"web": "sha256:" + strings.Repeat("a", 64), "worker": "sha256:" + strings.Repeat("b", 64)}
+	got, err := ParseReuseFrom(FormatReuseFrom(pins))
+	if err != nil || !maps.Equal(got, pins) {
+		t.Errorf("round trip: %v, %v", got, err)
+	}
+	if got, err := ParseReuseFrom(""); got != nil || err != nil {
+		t.Errorf("empty: %v, %v", got, err)
+	}
+	for _, bad := range []string{"web", "web=latest", "../x=sha256:" + strings.Repeat("a", 64), "web=sha256:" + strings.Repeat("A", 64)} {
+		if _, err := ParseReuseFrom(bad); err == nil {
+			t.Errorf("%q was accepted", bad)
+		}
+	}
+}
+
+func TestManifestRefusesAMalformedNarHash(t *testing.T) {
+	sp := "/nix/store/" + strings.Repeat("a", 32) + "-x"
+	for hash, ok := range map[string]bool{
+		"": true, "sha256-" + strings.Repeat("A", 43) + "=": true,
+		"sha256:" + strings.Repeat("0", 52): false, "md5-AAAA": false, "sha256-\"}": false,
+	} {
+		b, _ := json.Marshal(Manifest{LockedFlake: "x", Processes: map[string]ProcessOutput{"web": {Kind: KindClosure, Closure: []StorePath{{Path: sp, NarSize: 1, NarHash: hash}}}}})
+		if _, err := ParseManifest(b); (err == nil) != ok {
+			t.Errorf("NAR hash %q: %v", hash, err)
 		}
 	}
 }

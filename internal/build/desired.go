@@ -34,6 +34,11 @@ type Desired struct {
 	// Retry says the build retries one of the same spec and inputs that
 	// failed for a reason that may pass (BuildStatus.RetryTime was due).
 	Retry bool
+	// ReuseFrom is, per process type, the manifest digest of the image
+	// herokunix pushed last (status.images): the only image whose layers
+	// the push may reuse (image.PushOptions.ReuseFrom). Not part of the
+	// build's name: a new image does not make a new build.
+	ReuseFrom map[string]string
 }
 
 // SecretVersions are the resourceVersions of the Secrets a build reads
@@ -90,7 +95,7 @@ func DesiredForSecrets(app *herokunixv1.HerokuNixApp, now time.Time, forceRefres
 	}
 	specHash := Fingerprint(what...)
 	d := Desired{SpecHash: specHash, Request: req, Timeout: timeout, Name: buildName(app, specHash),
-		Inputs: runInputs(app, secrets)}
+		Inputs: runInputs(app, secrets), ReuseFrom: reuseFrom(app)}
 
 	last := app.Status.Build
 	if last == nil || last.Hash != specHash {
@@ -152,6 +157,19 @@ func DesiredForSecrets(app *herokunixv1.HerokuNixApp, now time.Time, forceRefres
 func runInputs(app *herokunixv1.HerokuNixApp, secrets SecretVersions) string {
 	b := app.Spec.Build
 	return Fingerprint(b.Resources, b.NodeSelector, b.Tolerations, b.Affinity, b.PriorityClassName, b.ServiceAccountName, secrets)
+}
+
+// reuseFrom pins the images of status.images, which only a push's own
+// result sets, for the next push to reuse layers from; nil when none.
+func reuseFrom(app *herokunixv1.HerokuNixApp) map[string]string {
+	if len(app.Status.Images) == 0 {
+		return nil
+	}
+	pins := make(map[string]string, len(app.Status.Images))
+	for pt, img := range app.Status.Images {
+		pins[pt] = img.Digest
+	}
+	return pins
 }
 
 // Fingerprint fingerprints plain data through its JSON form (maps are

@@ -13,6 +13,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/artifact"
 )
 
 // Labels on build Jobs, linking them to their resource.
@@ -157,6 +158,9 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 		"--registry", images.RegistryHost, "--result", corev1.TerminationMessagePathDefault}
 	if n := app.Spec.Build.MaxLayers; n != nil {
 		pushArgs = append(pushArgs, "--max-layers", strconv.Itoa(int(*n)))
+	}
+	if len(b.ReuseFrom) > 0 {
+		pushArgs = append(pushArgs, "--reuse-from", artifact.FormatReuseFrom(b.ReuseFrom))
 	}
 
 	nonRoot := &corev1.SecurityContext{

@@ -105,6 +105,7 @@ func (l *LocalBuilder) build(ctx context.Context, app *herokunixv1.HerokuNixApp,
 		Remote:    []remote.Option{remote.WithAuth(heroku.RegistryAuth(apiKey)), remote.WithContext(ctx)},
 		Insecure:  l.InsecureRegistry,
 		Processes: slices.Collect(maps.Keys(b.Request.Processes)),
+		ReuseFrom: b.ReuseFrom,
 	})
 	if err != nil {
 		if image.IsUnauthorized(err) {

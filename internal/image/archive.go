@@ -222,6 +222,9 @@ func readTarArchive(sr *io.SectionReader, b *budget, tmpDir string) (v1.Image, e
 	if layers, err = mergeToBudget(&cfg, layers, b.lim.MaxLayers, tmpDir); err != nil {
 		return nil, fmt.Errorf("fitting %d layers into %d: %w", len(m.Layers), b.lim.MaxLayers, err)
 	}
+	// The archive's config is the build's: a layer record in it would be
+	// trusted by the next build once herokunix pushed it.
+	delete(cfg.Config.Labels, LayersLabel)
 	return assemble(cfg, layers, nil)
 }
 

@@ -121,15 +121,17 @@ func build(t *testing.T, opts nixbuild.Nix, flake string, p artifact.BuildProces
 // push runs image.PushWorkspace of a workspace and returns the pushed image.
 func push(t *testing.T, ws string, reg *testRegistry) artifact.Image {
 	t.Helper()
-	img, _ := pushCounted(t, ws, reg)
+	img, _ := pushCounted(t, ws, reg, image.PushOptions{})
 	return img
 }
 
-// pushCounted is push that also returns what the push says it sent.
-func pushCounted(t *testing.T, ws string, reg *testRegistry) (artifact.Image, *artifact.Result) {
+// pushCounted is push with opts that also returns what the push says it
+// sent.
+func pushCounted(t *testing.T, ws string, reg *testRegistry, opts image.PushOptions) (artifact.Image, *artifact.Result) {
 	t.Helper()
 	start := time.Now()
-	res, err := image.PushWorkspace(t.Context(), ws, reg.host, app, image.PushOptions{Options: image.Options{TempDir: t.TempDir()}})
+	opts.TempDir = t.TempDir()
+	res, err := image.PushWorkspace(t.Context(), ws, reg.host, app, opts)
 	if err != nil {
 		t.Fatalf("push: %v", err)
 	}
@@ -206,8 +208,10 @@ func serve(t *testing.T, img v1.Image) {
 
 // TestBuildPushAndRun takes each kind of flake output the whole way: a real
 // Nix build, a push to a registry, the image pulled back and run as Heroku
-// would run it. It then pushes the same build again, which must upload
-// nothing.
+// would run it. It then pushes the same build again, from the first image
+// as the controller pins it, which must upload nothing; for the kinds
+// herokunix layers itself, every layer is reused, which it is only if the
+// push found each store path's content to match Nix's own narHash.
 func TestBuildPushAndRun(t *testing.T) {
 	opts := nixOptions(t)
 	refs := map[string]string{}
@@ -215,12 +219,13 @@ func TestBuildPushAndRun(t *testing.T) {
 		name    string
 		fixture string
 		process artifact.BuildProcess
+		reused  bool
 	}{
-		{"closure", fixtures.Closure, artifact.BuildProcess{Attribute: pkgs + "server", Command: []string{"bin/server"}}},
-		{"docker-archive", fixtures.DockerArchive, artifact.BuildProcess{Attribute: pkgs + "image"}},
-		{"gzipped docker-archive", fixtures.DockerArchive, artifact.BuildProcess{Attribute: pkgs + "gzipped"}},
-		{"streamed docker-archive", fixtures.DockerArchive, artifact.BuildProcess{Attribute: pkgs + "stream"}},
-		{"nix2container", fixtures.Nix2Container, artifact.BuildProcess{Attribute: pkgs + "image"}},
+		{"closure", fixtures.Closure, artifact.BuildProcess{Attribute: pkgs + "server", Command: []string{"bin/server"}}, true},
+		{"docker-archive", fixtures.DockerArchive, artifact.BuildProcess{Attribute: pkgs + "image"}, false},
+		{"gzipped docker-archive", fixtures.DockerArchive, artifact.BuildProcess{Attribute: pkgs + "gzipped"}, false},
+		{"streamed docker-archive", fixtures.DockerArchive, artifact.BuildProcess{Attribute: pkgs + "stream"}, false},
+		{"nix2container", fixtures.Nix2Container, artifact.BuildProcess{Attribute: pkgs + "image"}, true},
 	} {
 		if refs[tc.fixture] == "" {
 			refs[tc.fixture] = fixturestest.Prepare(t, tc.fixture)
@@ -228,15 +233,22 @@ func TestBuildPushAndRun(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ws := build(t, opts, refs[tc.fixture], tc.process)
 			reg := newRegistry(t)
-			pushed, first := pushCounted(t, ws, reg)
+			pushed, first := pushCounted(t, ws, reg, image.PushOptions{})
 			t.Logf("first push: %d blob upload requests", len(reg.takeUploads()))
 			if first.PushedBytes == 0 {
 				t.Error("the first push reports no bytes uploaded")
 			}
 
-			serve(t, pull(t, reg, pushed))
+			pulled := pull(t, reg, pushed)
+			serve(t, pulled)
 
-			again, second := pushCounted(t, ws, reg)
+			var progress bytes.Buffer
+			again, second := pushCounted(t, ws, reg, image.PushOptions{Progress: &progress, ReuseFrom: map[string]string{process: pushed.Digest}})
+			if layers, err := pulled.Layers(); err != nil {
+				t.Fatal(err)
+			} else if want := fmt.Sprintf("%d layers, %d reused", len(layers), len(layers)); tc.reused && !strings.Contains(progress.String(), want) {
+				t.Errorf("second push: %q, want %q", progress.String(), want)
+			}
 			if second.PushedBytes != 0 {
 				t.Errorf("second push reports %d bytes uploaded, want 0", second.PushedBytes)
 			}

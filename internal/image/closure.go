@@ -22,25 +22,28 @@ import (
 // layers, grouped by planClosure: the most depended-on store paths at the
 // bottom, one layer each while the budget lasts, and outPath alone on top. Its entrypoint is command (a relative command[0] such as
 // bin/worker is taken inside outPath), or outPath's only program in bin/.
-// Layers prev records as made from the same store paths are reused from the
-// registry without reading the files; prev may be nil.
+// Layers prev records as made from the same store paths with the same NAR
+// hashes (StorePath.NarHash) are reused from the registry without reading
+// the files; prev may be nil. A layer is recorded for the next build only
+// when what was read of each of its store paths matched its NAR hash; a
+// store path read whole that does not is a NarMismatchError.
 func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string, command []string, opts Options, prev v1.Image) (v1.Image, Stats, error) {
 	opts = opts.orDefault()
 	if !artifact.IsStorePath(outPath) {
 		return nil, Stats{}, fmt.Errorf("output %q is not a store path", outPath)
 	}
 	paths := slices.Clone(closure)
-	seen := map[string]bool{}
+	narHashes := make(map[string]string, len(paths))
 	for _, sp := range paths {
 		if !artifact.IsStorePath(sp.Path) {
 			return nil, Stats{}, fmt.Errorf("closure lists %q, which is not a store path", sp.Path)
 		}
-		if seen[sp.Path] {
+		if _, dup := narHashes[sp.Path]; dup {
 			return nil, Stats{}, fmt.Errorf("closure lists %s twice", sp.Path)
 		}
-		seen[sp.Path] = true
+		narHashes[sp.Path] = sp.NarHash
 	}
-	if !seen[outPath] {
+	if _, ok := narHashes[outPath]; !ok {
 		return nil, Stats{}, fmt.Errorf("closure does not include the output %s", outPath)
 	}
 	groups := planClosure(paths, outPath, opts.MaxLayers)
@@ -58,23 +61,26 @@ func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string,
 	keys := make([]string, len(groups))
 	history := make([]v1.History, len(groups))
 	for i, grp := range groups {
-		keys[i] = closureKey(grp)
+		keys[i] = closureKey(grp, narHashes)
 		history[i] = v1.History{Created: v1.Time{Time: epoch}, CreatedBy: "herokunix: " + describeGroup(grp)}
 	}
-	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
+	set, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, bool, error) {
+		var verified bool
 		l, err := spool(opts.TempDir, func(w io.Writer) error {
 			t := newTree(root, &budget{lim: opts})
 			for _, sp := range groups[i] {
-				if err := t.addStorePath(sp, nil); err != nil {
+				if err := t.addStorePath(sp, nil, narHashes[sp]); err != nil {
 					return err
 				}
 			}
-			return t.writeTar(w)
+			var err error
+			verified, err = t.writeTar(w)
+			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("making the layer of %s: %w", describeGroup(groups[i]), err)
+			return nil, false, fmt.Errorf("making the layer of %s: %w", describeGroup(groups[i]), err)
 		}
-		return l, nil
+		return l, verified, nil
 	})
 	if err != nil {
 		return nil, Stats{}, err
@@ -86,18 +92,27 @@ func FromClosure(storeRoot string, closure []artifact.StorePath, outPath string,
 			Env:        []string{"PATH=" + outPath + "/bin:/usr/bin:/bin"},
 		},
 	}
-	return finish(cfg, keys, layers, reused, history)
+	return finish(cfg, set, history)
 }
 
-// closureKey names the content of a closure-mode layer: the store path
-// itself for a layer of one, a hash of the sorted paths for a merged layer.
-func closureKey(grp []string) string {
+// closureKey names the content of a closure-mode layer by its store paths
+// and the NAR hashes claimed for them: <path>@<narHash> for a layer of
+// one, a hash of those for a merged layer. A layer is recorded for reuse
+// only once its content matched these hashes, so a later build reuses it
+// only for store paths it claims the same content of.
+func closureKey(grp []string, narHashes map[string]string) string {
 	if len(grp) == 1 {
-		return grp[0]
+		return narKey(grp[0], narHashes[grp[0]])
 	}
-	h := sha256.Sum256([]byte(strings.Join(grp, "\n")))
-	return "merged:sha256:" + hex.EncodeToString(h[:])
+	h := sha256.New()
+	for _, sp := range grp {
+		fmt.Fprintln(h, narKey(sp, narHashes[sp]))
+	}
+	return "merged:sha256:" + hex.EncodeToString(h.Sum(nil))
 }
+
+// narKey is a store path with the NAR hash claimed for it.
+func narKey(storePath, narHash string) string { return storePath + "@" + narHash }
 
 func describeGroup(grp []string) string {
 	if len(grp) == 1 {

@@ -42,7 +42,7 @@ func sampleStore(t *testing.T) (string, []artifact.StorePath) {
 	if err := os.WriteFile(filepath.Join(root, etcPath), []byte(`{"port":5000}`), 0o444); err != nil {
 		t.Fatal(err)
 	}
-	return root, []artifact.StorePath{{Path: appPath, NarSize: 500}, {Path: libPath, NarSize: 9000}, {Path: etcPath, NarSize: 100}}
+	return root, sampleStoreClosure(t, root)
 }
 
 func TestClosureImageIsPushedAndPulledBackAsDockerSchema2(t *testing.T) {
@@ -83,8 +83,12 @@ func TestClosureImageIsPushedAndPulledBackAsDockerSchema2(t *testing.T) {
 	if !cf.Created.Time.Equal(epoch) {
 		t.Errorf("created %s", cf.Created)
 	}
-	if !strings.Contains(cf.Config.Labels[LayersLabel], appPath) {
-		t.Errorf("layer record %q does not name %s", cf.Config.Labels[LayersLabel], appPath)
+	// Every layer is recorded for reuse, under its store path and the
+	// NAR hash its content was checked against.
+	for _, sp := range closure {
+		if !strings.Contains(cf.Config.Labels[LayersLabel], `"key":"`+narKey(sp.Path, sp.NarHash)+`"`) {
+			t.Errorf("layer record %q does not name %s with its NAR hash", cf.Config.Labels[LayersLabel], sp.Path)
+		}
 	}
 
 	layers, err := pulled.Layers()
@@ -287,7 +291,7 @@ const reproEnv = "HEROKUNIX_TEST_REPRO_ROOT"
 // compares image IDs and layer digests.
 func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 	if root := os.Getenv(reproEnv); root != "" {
-		_, closure := sampleStoreClosure()
+		closure := sampleStoreClosure(t, root)
 		img, _, err := FromClosure(root, closure, appPath, nil, Options{}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -320,8 +324,13 @@ func TestClosureImageIsReproducibleAcrossProcesses(t *testing.T) {
 	}
 }
 
-func sampleStoreClosure() (string, []artifact.StorePath) {
-	return "", []artifact.StorePath{{Path: appPath, NarSize: 500}, {Path: libPath, NarSize: 9000}, {Path: etcPath, NarSize: 100}}
+// sampleStoreClosure is the closure of the store sampleStore made at root.
+func sampleStoreClosure(t *testing.T, root string) []artifact.StorePath {
+	return []artifact.StorePath{
+		{Path: appPath, NarSize: 500, NarHash: narHashOf(t, root, appPath)},
+		{Path: libPath, NarSize: 9000, NarHash: narHashOf(t, root, libPath)},
+		{Path: etcPath, NarSize: 100, NarHash: narHashOf(t, root, etcPath)},
+	}
 }
 
 func imageFingerprint(t *testing.T, img v1.Image) string {

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"log"
@@ -19,6 +20,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/nix-community/go-nix/pkg/nar"
+	"github.com/nix-community/go-nix/pkg/nixhash"
 )
 
 // testRegistry is an in-process registry that counts blob uploads.
@@ -79,6 +82,17 @@ func (r *testRegistry) hideBlob(d v1.Hash) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.hide[d.String()] = true
+}
+
+// narHashOf is the NAR hash of store path sp under root, as `nix path-info`
+// reports it, taken with go-nix's own NAR writer (not the push's).
+func narHashOf(t testing.TB, root, sp string) string {
+	t.Helper()
+	h := sha256.New()
+	if err := nar.DumpPath(h, filepath.Join(root, sp)); err != nil {
+		t.Fatal(err)
+	}
+	return nixhash.MustNewHash(nixhash.SHA256, h.Sum(nil)).Format(nixhash.SRI, true)
 }
 
 // hash is a valid store path hash made from n.

@@ -18,11 +18,15 @@
 // every process on every machine running the same herokunix binary (the
 // deflate output of a different Go release could differ).
 //
-// The image config records which store paths made each layer, in the label
-// LayersLabel. When the next image is built from the previous one, a layer
-// whose store paths are unchanged is taken from the registry by digest (after
-// a HEAD request shows the registry still has it) and its files are neither
-// read nor compressed again.
+// The image config records which store paths, with which NAR hashes, made
+// each layer, in the label LayersLabel, but only for layers whose content
+// the push checked against the NAR hashes the build claims (narCheck). When
+// the next image is built from the previous one (the image herokunix pushed
+// last, fetched by the digest the controller pinned, never whatever is at
+// :latest), a layer whose store paths and NAR hashes are unchanged is taken
+// from the registry by digest (after a HEAD request shows the registry still
+// has it) and its files are neither read nor compressed again. See
+// docs/layers.md for the trust model.
 package image
 
 import (
@@ -128,19 +132,23 @@ func (b *budget) takeEntry() error {
 }
 
 // finish makes the image of layers that herokunix made or reused (closure
-// and nix2container mode): it records which key made each layer in the
-// LayersLabel, so the next build can reuse them, and counts what was built.
-func finish(cfg v1.ConfigFile, keys []string, layers []v1.Layer, reused []bool, history []v1.History) (v1.Image, Stats, error) {
+// and nix2container mode): it records in the LayersLabel which key made
+// each recordable layer (see layerSet), so the next build can reuse them,
+// and counts what was built. The label replaces any the input's own
+// config had.
+func finish(cfg v1.ConfigFile, set *layerSet, history []v1.History) (v1.Image, Stats, error) {
 	var stats Stats
-	recs := make([]layerRecord, len(layers))
-	for i, l := range layers {
-		rec, err := record(keys[i], l)
+	recs := make([]layerRecord, 0, len(set.layers))
+	for i, l := range set.layers {
+		rec, err := record(set.keys[i], l)
 		if err != nil {
 			return nil, stats, err
 		}
-		recs[i] = rec
+		if set.recordable(i) {
+			recs = append(recs, rec)
+		}
 		stats.Layers++
-		if reused[i] {
+		if set.reused[i] {
 			stats.Reused++
 		} else {
 			stats.BuiltBytes += rec.Size
@@ -154,7 +162,7 @@ func finish(cfg v1.ConfigFile, keys []string, layers []v1.Layer, reused []bool, 
 	maps.Copy(labels, cfg.Config.Labels)
 	labels[LayersLabel] = label
 	cfg.Config.Labels = labels
-	img, err := assemble(cfg, layers, history)
+	img, err := assemble(cfg, set.layers, history)
 	return img, stats, err
 }
 

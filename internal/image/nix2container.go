@@ -165,10 +165,11 @@ func compileOptions(o *nix2container.Options) (*pathOptions, error) {
 // storeRoot. Each layer is written again with herokunix's reproducible tar
 // writer, honouring the path options rewrite, perms and ignoreDestination;
 // nix2container's own digests are not used. An image of more layers than
-// opts.MaxLayers has its lowest layers merged into one. A layer prev records as made
-// from the same paths and options is reused without reading the files; prev
-// may be nil.
-func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) (v1.Image, Stats, error) {
+// opts.MaxLayers has its lowest layers merged into one. closure gives the
+// NAR hash the build claims for each store path: a layer prev records as
+// made from the same paths, options and NAR hashes is reused without
+// reading the files; prev may be nil.
+func FromNix2Container(jsonPath, storeRoot string, closure []artifact.StorePath, opts Options, prev v1.Image) (v1.Image, Stats, error) {
 	opts = opts.orDefault()
 	doc, _, err := nix2container.ReadFile(jsonPath)
 	if err != nil {
@@ -178,6 +179,11 @@ func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) 
 	if err != nil {
 		return nil, Stats{}, err
 	}
+	narHashes := make(map[string]string, len(closure))
+	for _, sp := range closure {
+		narHashes[sp.Path] = sp.NarHash
+	}
+	plan.bindNarHashes(narHashes)
 	// The store is opened only if a layer has to be built: when every
 	// layer is reused, it need not even exist.
 	var opened *os.Root
@@ -220,89 +226,135 @@ func FromNix2Container(jsonPath, storeRoot string, opts Options, prev v1.Image) 
 		h.EmptyLayer = false
 		history[i] = h
 	}
-	buildOne := func(i int) (v1.Layer, error) {
+	buildOne := func(i int) (v1.Layer, bool, error) {
 		pl := plan.layers[i]
 		root, err := openRoot()
 		if err != nil {
-			return nil, fmt.Errorf("opening store root: %w", err)
+			return nil, false, fmt.Errorf("opening store root: %w", err)
 		}
 		var l v1.Layer
+		var verified bool
 		if pl.layerPath != "" {
-			l, err = prebuiltLayer(root, pl.layerPath, &budget{lim: opts}, opts.TempDir)
+			l, verified, err = prebuiltLayer(root, pl.layerPath, narHashes, &budget{lim: opts}, opts.TempDir)
 		} else {
 			l, err = spool(opts.TempDir, func(w io.Writer) error {
 				t := newTree(root, &budget{lim: opts})
 				for j, p := range pl.paths {
-					if err := t.addStorePath(p, pl.opts[j]); err != nil {
+					if err := t.addStorePath(p, pl.opts[j], narHashes[p]); err != nil {
 						return err
 					}
 				}
-				return t.writeTar(w)
+				var err error
+				verified, err = t.writeTar(w)
+				return err
 			})
 		}
 		if err != nil {
-			return nil, fmt.Errorf("nix2container layer %d: %w", i, err)
+			return nil, false, fmt.Errorf("nix2container layer %d: %w", i, err)
 		}
-		return l, nil
+		return l, verified, nil
 	}
-	layers, reused, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, error) {
+	set, err := obtainLayers(keys, newReuseIndex(prev), func(i int) (v1.Layer, bool, error) {
 		run := runs[i]
 		if run[1]-run[0] == 1 {
 			return buildOne(run[0])
 		}
 		members := make([]v1.Layer, 0, run[1]-run[0])
+		verified := true
 		for j := run[0]; j < run[1]; j++ {
-			l, err := buildOne(j)
+			l, ok, err := buildOne(j)
 			if err != nil {
-				return nil, err
+				return nil, false, err
 			}
 			members = append(members, l)
+			verified = verified && ok
 		}
 		l, err := squash(members, opts.TempDir)
 		if err != nil {
-			return nil, fmt.Errorf("merging nix2container layers %d to %d: %w", run[0], run[1]-1, err)
+			return nil, false, fmt.Errorf("merging nix2container layers %d to %d: %w", run[0], run[1]-1, err)
 		}
-		return l, nil
+		return l, verified, nil
 	})
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	return finish(v1.ConfigFile{Created: v1.Time{Time: plan.created}, Config: plan.config}, keys, layers, reused, history)
+	return finish(v1.ConfigFile{Created: v1.Time{Time: plan.created}, Config: plan.config}, set, history)
+}
+
+// bindNarHashes makes each layer's key name the NAR hashes the build
+// claims for the store paths it is made from (a prebuilt tarball: for the
+// store path it is in), so that a layer is reused only for the same
+// content.
+func (p *n2cPlan) bindNarHashes(narHashes map[string]string) {
+	for i := range p.layers {
+		pl := &p.layers[i]
+		if pl.layerPath != "" {
+			sp, _ := artifact.StorePathOf(pl.layerPath)
+			pl.key = narKey(pl.key, narHashes[sp])
+			continue
+		}
+		h := sha256.New()
+		fmt.Fprintln(h, pl.key)
+		for _, sp := range pl.paths {
+			fmt.Fprintln(h, narKey(sp, narHashes[sp]))
+		}
+		pl.key = "n2c:sha256:" + hex.EncodeToString(h.Sum(nil))
+	}
 }
 
 // prebuiltLayer reads a layer tarball (plain or gzip-compressed) from the
-// store, checking it like a docker-archive's layers.
-func prebuiltLayer(root *os.Root, storeForm string, b *budget, tmpDir string) (v1.Layer, error) {
+// store, checking it like a docker-archive's layers. verified says that
+// the tarball is a store path of its own (not a file inside one) whose NAR
+// hash, taken in the same read, matches the one narHashes claims for it:
+// the NAR of a tarball inside a directory would need the rest of the
+// directory read too, so such a layer is never recorded for reuse.
+func prebuiltLayer(root *os.Root, storeForm string, narHashes map[string]string, b *budget, tmpDir string) (v1.Layer, bool, error) {
 	f, err := root.Open(strings.TrimPrefix(storeForm, "/"))
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", storeForm, unwrapPathErr(err))
+		return nil, false, fmt.Errorf("opening %s: %w", storeForm, unwrapPathErr(err))
 	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, fmt.Errorf("%s is not a regular file", storeForm)
+		return nil, false, fmt.Errorf("%s is not a regular file", storeForm)
 	}
 	e := &archiveEntry{size: fi.Size()}
 	if err := b.takeBytes(e.size); err != nil {
 		f.Close()
-		return nil, err
+		return nil, false, err
 	}
-	section := io.NewSectionReader(f, 0, fi.Size())
-	if err := checkArchiveFile(section, storeForm, e, b); err != nil {
+	var r io.Reader = io.NewSectionReader(f, 0, fi.Size())
+	var check *narCheck
+	if lfi, err := root.Lstat(strings.TrimPrefix(storeForm, "/")); err == nil && lfi.Mode().IsRegular() && artifact.IsStorePath(storeForm) {
+		// A store path that is the tarball itself (not a symlink to one).
+		check = newNarCheck(root, storeForm, narHashes[storeForm])
+		file := &node{kind: kindFile, src: strings.TrimPrefix(storeForm, "/"), size: fi.Size()}
+		check.add(file, fi.Mode()&0o100 != 0, false)
+		r = io.TeeReader(r, check.contents(file))
+	}
+	if err := checkArchiveFile(r, storeForm, e, b); err != nil {
 		f.Close()
-		return nil, err
+		return nil, false, err
 	}
 	if !e.layer {
 		f.Close()
-		return nil, fmt.Errorf("%s is neither a tar nor a gzip-compressed tar", storeForm)
+		return nil, false, fmt.Errorf("%s is neither a tar nor a gzip-compressed tar", storeForm)
+	}
+	verified := false
+	if check != nil {
+		if verified, err = check.finish(); err != nil {
+			f.Close()
+			return nil, false, err
+		}
 	}
 	if e.gz {
 		// f stays open for the layer; it is closed when collected.
-		return &sectionLayer{r: io.NewSectionReader(f, 0, fi.Size()), digest: e.digest, diffID: e.diffID}, nil
+		return &sectionLayer{r: io.NewSectionReader(f, 0, fi.Size()), digest: e.digest, diffID: e.diffID}, verified, nil
 	}
 	defer f.Close()
-	return spool(tmpDir, func(w io.Writer) error {
+	l, err := spool(tmpDir, func(w io.Writer) error {
 		_, err := io.Copy(w, io.NewSectionReader(f, 0, fi.Size()))
 		return err
 	})
+	return l, verified, err
 }

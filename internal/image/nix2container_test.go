@@ -63,7 +63,11 @@ func n2cWorkspace(t *testing.T) (ws string, prebuilt []byte) {
 	if err := os.WriteFile(filepath.Join(ws, "image.json"), []byte(n2cJSON("sha256:"+hex.EncodeToString(h[:]))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	writeManifest(t, ws, artifact.ProcessOutput{Kind: artifact.KindNix2Container, Nix2ContainerJSON: "image.json", OutPath: n2cRoot})
+	var closure []artifact.StorePath
+	for _, sp := range []string{n2cRoot, n2cTools, n2cTar} {
+		closure = append(closure, artifact.StorePath{Path: sp, NarSize: 1, NarHash: narHashOf(t, root, sp)})
+	}
+	writeManifest(t, ws, artifact.ProcessOutput{Kind: artifact.KindNix2Container, Nix2ContainerJSON: "image.json", OutPath: n2cRoot, Closure: closure})
 	return ws, prebuilt
 }
 
@@ -113,7 +117,7 @@ func TestNix2ContainerImageHonoursPathOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.reset()
-	res2, err := PushWorkspace(context.Background(), ws, r.host, "n2c-app", PushOptions{})
+	res2, err := PushWorkspace(context.Background(), ws, r.host, "n2c-app", PushOptions{ReuseFrom: pinned(res)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +169,7 @@ func TestNix2ContainerPrebuiltLayerIsChecked(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ws, artifact.StoreRoot, n2cTar), evil, 0o444); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := FromNix2Container(filepath.Join(ws, "image.json"), filepath.Join(ws, artifact.StoreRoot), Options{}, nil)
+	_, _, err := FromNix2Container(filepath.Join(ws, "image.json"), filepath.Join(ws, artifact.StoreRoot), nil, Options{}, nil)
 	if err == nil || !strings.Contains(err.Error(), "climbs out") {
 		t.Fatalf("error %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -102,14 +103,21 @@ type PushOptions struct {
 	// manifest that lists any other set is refused, since the build that
 	// wrote it ran user code.
 	Processes []string
+	// ReuseFrom is, per process type, the manifest digest of the image
+	// herokunix pushed for it last (the resource's status.images, pinned in
+	// the cluster). Layers are reused only from that image, fetched by that
+	// digest: whatever else sits at <app>/<type>:latest (anyone with the
+	// key can push there) is ignored. A type without one is built in full.
+	ReuseFrom map[string]string
 }
 
 // PushWorkspace makes an image for every process of the build manifest in
 // workspace and pushes them all. For closure and nix2container outputs it
-// first fetches the process type's current image (<app>/<type>:latest; none
-// is fine) so that layers made from unchanged store paths are reused without
-// reading or compressing them again. A manifest saying Unchanged (a refresh
-// that found nothing new) pushes nothing and gives an Unchanged result.
+// first fetches the image herokunix pushed last for the process type
+// (opts.ReuseFrom; none is fine) so that layers made from unchanged store
+// paths are reused without reading or compressing them again. A manifest
+// saying Unchanged (a refresh that found nothing new) pushes nothing and
+// gives an Unchanged result.
 func PushWorkspace(ctx context.Context, workspace string, registryHost, app string, opts PushOptions) (*artifact.Result, error) {
 	m, err := artifact.ReadManifest(workspace)
 	if err != nil {
@@ -142,7 +150,7 @@ func PushWorkspace(ctx context.Context, workspace string, registryHost, app stri
 		if !ok {
 			return nil, fmt.Errorf("process %q: unknown output kind %q", pt, p.Kind)
 		}
-		current := func() (v1.Image, error) { return previous(ref, ropts) }
+		current := func() (v1.Image, error) { return previous(ref, opts.ReuseFrom[pt], ropts) }
 		img, stats, err := from(workspace, p, opts.Options, current)
 		if err != nil {
 			return nil, fmt.Errorf("process %q: %w", pt, err)
@@ -206,7 +214,7 @@ func fromNix2ContainerOutput(workspace string, p artifact.ProcessOutput, opts Op
 	if err != nil {
 		return nil, Stats{}, err
 	}
-	return FromNix2Container(doc, filepath.Join(workspace, artifact.StoreRoot), opts, prev)
+	return FromNix2Container(doc, filepath.Join(workspace, artifact.StoreRoot), p.Closure, opts, prev)
 }
 
 func fromClosureOutput(workspace string, p artifact.ProcessOutput, opts Options, current func() (v1.Image, error)) (v1.Image, Stats, error) {
@@ -271,25 +279,32 @@ func workspaceFile(workspace, rel string) (string, error) {
 	return filepath.Join(workspace, rel), nil
 }
 
-// previous fetches the image a process type runs now, or nil if there is
-// none yet. Only "not found" means none: a 401 is the registry refusing
-// the key (Heroku answers it for a repository the key cannot reach), which
-// a push would meet too, so it is an error IsUnauthorized recognises, never
-// "no previous image".
-func previous(ref name.Tag, opts []remote.Option) (v1.Image, error) {
-	img, err := remote.Image(ref, opts...)
-	if err == nil {
-		return img, nil
-	}
-	if IsUnauthorized(err) {
-		return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
-	}
-	var terr *transport.Error
-	if errors.As(err, &terr) && (terr.StatusCode == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode)) {
+// previous fetches the image whose layer records a push may trust: the one
+// herokunix pushed last to ref's repository, by its pinned manifest digest
+// (go-containerregistry checks the manifest against the digest, and the
+// config, which holds the records, against the manifest). It is nil, and
+// nothing is reused, when nothing is pinned, the pin is malformed, or the
+// registry does not give that image (gone, or other bytes than pinned):
+// reuse is an optimisation, never a reason to fail. Except a 401: that is
+// the registry refusing the key (Heroku answers it for a repository the
+// key cannot reach), which the push would meet too, so it is an error
+// IsUnauthorized recognises, never "no previous image".
+func previous(ref name.Tag, pinned string, opts []remote.Option) (v1.Image, error) {
+	if !pinnedDigestRE.MatchString(pinned) {
 		return nil, nil
 	}
-	return nil, fmt.Errorf("fetching the current image %s: %w", ref, err)
+	pin := ref.Context().Digest(pinned)
+	img, err := remote.Image(pin, opts...)
+	if IsUnauthorized(err) {
+		return nil, fmt.Errorf("fetching the previous image %s: %w", pin, err)
+	}
+	if err != nil {
+		return nil, nil
+	}
+	return img, nil
 }
+
+var pinnedDigestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 
 // IsUnauthorized says whether err is the registry refusing the credentials:
 // 401 UNAUTHORIZED, which Heroku's registry answers both for a wrong key and

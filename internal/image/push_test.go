@@ -30,10 +30,20 @@ func closureWorkspace(t *testing.T, n int, gen map[int]string) (string, []artifa
 			files["bin/app"] = file{body: "app", mode: 0o755}
 		}
 		makeStorePath(t, root, sp, files)
-		closure = append(closure, artifact.StorePath{Path: sp, NarSize: int64(1000 - i)})
+		closure = append(closure, artifact.StorePath{Path: sp, NarSize: int64(1000 - i), NarHash: narHashOf(t, root, sp)})
 	}
 	writeManifest(t, ws, artifact.ProcessOutput{Kind: artifact.KindClosure, OutPath: closure[0].Path, Closure: closure})
 	return ws, closure
+}
+
+// pinned is what the controller hands the next push: the manifest digest
+// of each image a push made (status.images).
+func pinned(res *artifact.Result) map[string]string {
+	m := map[string]string{}
+	for pt, img := range res.Images {
+		m[pt] = img.Digest
+	}
+	return m
 }
 
 func writeManifest(t *testing.T, ws string, p artifact.ProcessOutput) {
@@ -76,7 +86,7 @@ func TestSecondPushUploadsOnlyTheChangedStorePathAndDoesNotReadTheOthers(t *test
 	writeManifest(t, ws2, artifact.ProcessOutput{Kind: artifact.KindClosure, OutPath: closure2[0].Path, Closure: closure2, Command: []string{"bin/app"}})
 	r.reset()
 	var progress bytes.Buffer
-	res2, err := PushWorkspace(ctx, ws2, r.host, "my-app", PushOptions{Progress: &progress})
+	res2, err := PushWorkspace(ctx, ws2, r.host, "my-app", PushOptions{Progress: &progress, ReuseFrom: pinned(res1)})
 	if err != nil {
 		t.Fatal(err)
 	}

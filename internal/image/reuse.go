@@ -12,19 +12,22 @@ import (
 )
 
 // LayersLabel is the image config label that records which sources made
-// each layer herokunix built: a JSON list of layerRecord, one per layer, in
-// layer order. A later build reads it from the previous image to reuse the
-// layers whose sources are unchanged. (Chosen over per-layer history because
-// it carries the digest itself and survives tools that rewrite history.)
+// the layers herokunix built and checked: a JSON list of layerRecord, in
+// layer order, of the layers that may be reused (layerSet.recordable). A
+// later build reads it from the previous image herokunix pushed (by its
+// pinned digest) to reuse the layers whose sources are unchanged. (Chosen
+// over per-layer history because it carries the digest itself and
+// survives tools that rewrite history.)
 const LayersLabel = "dev.herokunix.layers"
 
 // maxLabel bounds the label read back from a previous image.
 const maxLabel = 1 << 20
 
-// layerRecord says what made one layer. Key is the store path for a layer of
-// one store path in closure mode; for a layer of several store paths, or one
-// with nix2container path options or a prebuilt tarball, it is a kind prefix
-// and a hash of everything that determines the layer's content.
+// layerRecord says what made one layer. Key is <store path>@<narHash> for a
+// layer of one store path in closure mode; for a layer of several store
+// paths, or one with nix2container path options or a prebuilt tarball, it
+// is a kind prefix and a hash of everything that determines the layer's
+// content, NAR hashes included.
 type layerRecord struct {
 	Key    string `json:"key"`
 	DiffID string `json:"diffID"`
@@ -126,18 +129,34 @@ func (r *reuseIndex) lookup(key string) *reusedLayer {
 // layers (network-bound, unlike building, which is bounded by CPUs).
 const headConcurrency = 16
 
+// layerSet is an image's layers as obtainLayers got them, with what says
+// which may be recorded for reuse: a layer reused from the trusted previous
+// image, or one built from content that matched the NAR hashes claimed for
+// it. Nothing else is recorded.
+type layerSet struct {
+	keys     []string
+	layers   []v1.Layer
+	reused   []bool
+	verified []bool
+}
+
+// recordable says whether layer i may be recorded for reuse.
+func (s *layerSet) recordable(i int) bool { return s.reused[i] || s.verified[i] }
+
+// buildLayer builds layer i; verified says its content matched the NAR
+// hashes claimed for every store path it was made from.
+type buildLayer func(i int) (l v1.Layer, verified bool, err error)
+
 // obtainLayers gets each of n layers: from the previous image when it made
 // one from the same key and the registry still has it, else from build.
-// reused[i] says which.
-func obtainLayers(keys []string, reuse *reuseIndex, build func(i int) (v1.Layer, error)) (layers []v1.Layer, reused []bool, err error) {
-	layers = make([]v1.Layer, len(keys))
-	reused = make([]bool, len(keys))
+func obtainLayers(keys []string, reuse *reuseIndex, build buildLayer) (*layerSet, error) {
+	s := &layerSet{keys: keys, layers: make([]v1.Layer, len(keys)), reused: make([]bool, len(keys)), verified: make([]bool, len(keys))}
 	var heads errgroup.Group
 	heads.SetLimit(headConcurrency)
 	for i, k := range keys {
 		heads.Go(func() error {
 			if l := reuse.lookup(k); l != nil {
-				layers[i], reused[i] = l, true
+				s.layers[i], s.reused[i] = l, true
 			}
 			return nil
 		})
@@ -146,14 +165,14 @@ func obtainLayers(keys []string, reuse *reuseIndex, build func(i int) (v1.Layer,
 	var builds errgroup.Group
 	builds.SetLimit(runtime.GOMAXPROCS(0))
 	for i := range keys {
-		if reused[i] {
+		if s.reused[i] {
 			continue
 		}
 		builds.Go(func() error {
-			l, err := build(i)
-			layers[i] = l
+			l, verified, err := build(i)
+			s.layers[i], s.verified[i] = l, verified
 			return err
 		})
 	}
-	return layers, reused, builds.Wait()
+	return s, builds.Wait()
 }

@@ -20,6 +20,7 @@ type tree struct {
 	root   *os.Root
 	budget *budget
 	top    *node
+	checks []*narCheck // one per store path added
 }
 
 type nodeKind uint8
@@ -41,6 +42,7 @@ type node struct {
 	gname    string
 	link     string
 	children map[string]*node
+	nar      *narCheck // for a file: the check of the store path it is in
 }
 
 // pathOptions are nix2container's per-path options, compiled.
@@ -67,12 +69,19 @@ func newTree(root *os.Root, b *budget) *tree {
 // addStorePath adds the store path sp (e.g. /nix/store/<hash>-name), read
 // from <root>/nix/store/…, under its own name or where opts rewrite it to.
 // Nothing on disk is followed: symlinks become symlinks, and the root
-// confines every open to the store root.
-func (t *tree) addStorePath(sp string, opts *pathOptions) error {
-	return t.walk(strings.TrimPrefix(sp, "/"), sp, opts)
+// confines every open to the store root. narHash is what the build claims
+// sp holds ("" if it does not say): writeTar checks what it reads of sp
+// against it.
+func (t *tree) addStorePath(sp string, opts *pathOptions, narHash string) error {
+	check := newNarCheck(t.root, sp, narHash)
+	t.checks = append(t.checks, check)
+	return t.walk(strings.TrimPrefix(sp, "/"), sp, opts, check, false)
 }
 
-func (t *tree) walk(rel, storeForm string, opts *pathOptions) error {
+// walk adds rel and what is below it, in NAR order (entries sorted by
+// name), recording each entry in check. Below a path ignoreDestination
+// leaves out (omitted), entries are only recorded, for the NAR hash.
+func (t *tree) walk(rel, storeForm string, opts *pathOptions, check *narCheck, omitted bool) error {
 	fi, err := t.root.Lstat(rel)
 	if err != nil {
 		return fmt.Errorf("reading %s: %w", storeForm, unwrapPathErr(err))
@@ -81,10 +90,13 @@ func (t *tree) walk(rel, storeForm string, opts *pathOptions) error {
 		return fmt.Errorf("reading %s: %w", storeForm, err)
 	}
 	n := &node{src: rel, mode: 0o444}
+	// Executable as Nix has it (the owner's bit), so that a layer is a
+	// function of the paths' NAR serialisations alone.
+	exec := fi.Mode()&0o100 != 0
 	switch m := fi.Mode(); {
 	case m.IsRegular():
-		n.kind, n.size = kindFile, fi.Size()
-		if m&0o111 != 0 {
+		n.kind, n.size, n.nar = kindFile, fi.Size(), check
+		if exec {
 			n.mode = 0o555
 		}
 		if err := t.budget.takeBytes(n.size); err != nil {
@@ -101,16 +113,19 @@ func (t *tree) walk(rel, storeForm string, opts *pathOptions) error {
 		return fmt.Errorf("%s is a %s; store paths hold only files, directories and symlinks", storeForm, m.Type())
 	}
 	dst, keep := destination(storeForm, opts)
-	if keep {
+	if !keep && dst != "" {
+		// ignoreDestination matched: leave out the whole subtree
+		// (it is still read for the store path's NAR hash).
+		omitted = true
+	}
+	check.add(n, exec, omitted)
+	if keep && !omitted {
 		if opts != nil {
 			opts.applyPerms(storeForm, n)
 		}
 		if err := t.put(dst, n); err != nil {
 			return err
 		}
-	} else if dst != "" {
-		// ignoreDestination matched: leave out the whole subtree.
-		return nil
 	}
 	if n.kind != kindDir {
 		return nil
@@ -126,7 +141,7 @@ func (t *tree) walk(rel, storeForm string, opts *pathOptions) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		if err := t.walk(rel+"/"+name, storeForm+"/"+name, opts); err != nil {
+		if err := t.walk(rel+"/"+name, storeForm+"/"+name, opts, check, omitted); err != nil {
 			return err
 		}
 	}
@@ -211,14 +226,28 @@ func (t *tree) put(dst string, n *node) error {
 	return nil
 }
 
-// writeTar writes the tree as a reproducible tar stream.
-func (t *tree) writeTar(w io.Writer) error {
+// writeTar writes the tree as a reproducible tar stream, checking on the
+// way what it reads of each store path against the NAR hash claimed for
+// it. verified says that every store path was read whole and matches its
+// claim; a store path read whole that does not is a NarMismatchError.
+func (t *tree) writeTar(w io.Writer) (verified bool, err error) {
 	tw := tar.NewWriter(w)
 	buf := make([]byte, 256<<10)
 	if err := t.writeNode(tw, "", t.top, buf); err != nil {
-		return err
+		return false, err
 	}
-	return tw.Close()
+	if err := tw.Close(); err != nil {
+		return false, err
+	}
+	verified = len(t.checks) > 0
+	for _, c := range t.checks {
+		ok, err := c.finish()
+		if err != nil {
+			return false, err
+		}
+		verified = verified && ok
+	}
+	return verified, nil
 }
 
 func (t *tree) writeNode(tw *tar.Writer, name string, n *node, buf []byte) error {
@@ -275,6 +304,9 @@ func (t *tree) copyFile(w io.Writer, n *node, buf []byte) error {
 		return fmt.Errorf("reading /%s: %w", n.src, unwrapPathErr(err))
 	}
 	defer f.Close()
+	if n.nar != nil {
+		w = io.MultiWriter(w, n.nar.contents(n))
+	}
 	// Hide WriteTo so that CopyBuffer uses buf.
 	c, err := io.CopyBuffer(w, struct{ io.Reader }{io.LimitReader(f, n.size)}, buf)
 	if err != nil {

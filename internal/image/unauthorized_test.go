@@ -29,7 +29,7 @@ func herokuRegistry(t *testing.T, key string, apps ...string) (*herokustub.Serve
 	return stub, strings.TrimPrefix(srv.URL, "http://")
 }
 
-// A 401 on the fetch of the current image (to reuse its layers) is the
+// A 401 on the fetch of the previous image (to reuse its layers) is the
 // registry refusing the key, not "no previous image": the push stops with
 // an error IsUnauthorized recognises, and nothing is pushed.
 func TestARefusedKeyIsACredentialsFailureNotANewRepository(t *testing.T) {
@@ -41,14 +41,15 @@ func TestARefusedKeyIsACredentialsFailureNotANewRepository(t *testing.T) {
 			stub, host := herokuRegistry(t, "the-key", "acme-shop")
 			ws, _ := closureWorkspace(t, 2, map[int]string{})
 			_, err := PushWorkspace(context.Background(), ws, host, tc.app, PushOptions{
-				Insecure: true, Remote: []remote.Option{remote.WithAuth(heroku.RegistryAuth(tc.key))}})
+				Insecure: true, Remote: []remote.Option{remote.WithAuth(heroku.RegistryAuth(tc.key))},
+				ReuseFrom: map[string]string{"web": "sha256:" + strings.Repeat("ab", 32)}})
 			if err == nil {
 				t.Fatal("the push succeeded")
 			}
 			if !IsUnauthorized(err) {
 				t.Errorf("not recognised as a credentials failure: %v", err)
 			}
-			if !strings.Contains(err.Error(), "fetching the current image") {
+			if !strings.Contains(err.Error(), "fetching the previous image") {
 				t.Errorf("the refusal of the reuse fetch was not reported as such: %v", err)
 			}
 			if got := stub.Pushed(tc.app + "/web"); len(got) != 0 {
@@ -71,13 +72,14 @@ func TestAPushRefusedWithA401IsACredentialsFailure(t *testing.T) {
 	}
 }
 
-// A first push to an app the key reaches finds no previous image and
-// succeeds: only "not found" means none.
+// A first push to an app the key reaches finds no previous image (its
+// pinned image is not in the registry) and succeeds.
 func TestAFirstPushToAReachableAppFindsNoPreviousImage(t *testing.T) {
 	stub, host := herokuRegistry(t, "the-key", "acme-shop")
 	ws, _ := closureWorkspace(t, 2, map[int]string{})
 	res, err := PushWorkspace(context.Background(), ws, host, "acme-shop", PushOptions{
-		Insecure: true, Remote: []remote.Option{remote.WithAuth(heroku.RegistryAuth("the-key"))}})
+		Insecure: true, Remote: []remote.Option{remote.WithAuth(heroku.RegistryAuth("the-key"))},
+		ReuseFrom: map[string]string{"web": "sha256:" + strings.Repeat("ab", 32)}})
 	if err != nil {
 		t.Fatal(err)
 	}

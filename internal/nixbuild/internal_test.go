@@ -22,18 +22,29 @@ const (
 )
 
 func TestParsePathInfo(t *testing.T) {
+	// The same NAR hash as Nix 2.8 prints it (SRI), as older Nix printed
+	// it (base32 with a prefix), and in base16: each is read as SRI.
+	const (
+		sri    = "sha256-P4wLvbdgHrPK06TlJ5l7sw9VaXNIQIM0yWWGlI/o1sM="
+		base32 = "sha256:1hynx27r91k5r4s86h28fdlma3xkgfcjgrd4sg5b67k0nyyhp31z"
+		base16 = "sha256:3f8c0bbdb7601eb3cad3a4e527997bb30f55697348408334c96586948fe8d6c3"
+	)
 	want := []artifact.StorePath{{Path: storeA, NarSize: 120}, {Path: storeB, NarSize: 4096}}
-	withRefs := []artifact.StorePath{{Path: storeA, NarSize: 120, References: []string{storeB}}, {Path: storeB, NarSize: 4096}}
+	withRefs := []artifact.StorePath{{Path: storeA, NarSize: 120, References: []string{storeB}}, {Path: storeB, NarSize: 4096, NarHash: sri}}
+	hashed := []artifact.StorePath{{Path: storeA, NarSize: 120, NarHash: sri}, {Path: storeB, NarSize: 4096, NarHash: sri}}
 	for _, tc := range []struct {
 		name, json string
 		want       []artifact.StorePath
 		wantErr    bool
 	}{
 		{name: "Nix 2.8's array, sorted by path", want: withRefs,
-			json: `[{"path":"` + storeB + `","narHash":"sha256-x","narSize":4096,"references":[]},
+			json: `[{"path":"` + storeB + `","narHash":"` + sri + `","narSize":4096,"references":[]},
 			        {"path":"` + storeA + `","narSize":120,"references":["` + storeB + `"],"ultimate":true}]`},
 		{name: "newer Nix's object keyed by path", want: want,
 			json: `{"` + storeA + `":{"narSize":120,"references":[]},"` + storeB + `":{"narSize":4096}}`},
+		{name: "NAR hashes in other encodings", want: hashed,
+			json: `{"` + storeA + `":{"narSize":120,"narHash":"` + base32 + `"},"` + storeB + `":{"narSize":4096,"narHash":"` + base16 + `"}}`},
+		{name: "a NAR hash that is not SHA-256", wantErr: true, json: `[{"path":"` + storeA + `","narSize":1,"narHash":"sha256-x"}]`},
 		{name: "a duplicate listed once", want: want[:1],
 			json: `[{"path":"` + storeA + `","narSize":120},{"path":"` + storeA + `","narSize":120}]`},
 		{name: "an invalid path in the array format", wantErr: true, json: `[{"path":"` + storeA + `","valid":false}]`},
@@ -60,7 +71,7 @@ func TestParsePathInfo(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !slices.EqualFunc(got, tc.want, func(a, b artifact.StorePath) bool {
-				return a.Path == b.Path && a.NarSize == b.NarSize && slices.Equal(a.References, b.References)
+				return a.Path == b.Path && a.NarSize == b.NarSize && a.NarHash == b.NarHash && slices.Equal(a.References, b.References)
 			}) {
 				t.Errorf("got %v, want %v", got, tc.want)
 			}
@@ -73,6 +84,8 @@ func FuzzParsePathInfo(f *testing.F) {
 	f.Add([]byte(`{"` + storeA + `":{"narSize":120},"` + storeB + `":null}`))
 	f.Add([]byte(`[{"path":"` + storeA + `/x","narSize":1e3}]`))
 	f.Add([]byte(`{}`))
+	f.Add([]byte(`[{"path":"` + storeA + `","narSize":1,"narHash":"sha256:1hynx27r91k5r4s86h28fdlma3xkgfcjgrd4sg5b67k0nyyhp31z"}]`))
+	f.Add([]byte(`[{"path":"` + storeA + `","narSize":1,"narHash":"sha512-AAAA"}]`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		got, err := ParsePathInfo(b)
 		if err != nil {

@@ -8,11 +8,14 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
 	"github.com/herokunix/herokunix/internal/artifact"
 )
 
 // ParsePathInfo parses the output of `nix path-info --json` (with or without
-// -r) into store paths with their NAR sizes and references, sorted by path. It accepts both
+// -r) into store paths with their NAR sizes, NAR hashes (in SRI form,
+// whichever encoding Nix printed) and references, sorted by path. It accepts both
 // formats Nix has used: an array of objects with a "path" field (Nix 2.8 up
 // to 2.18) and an object keyed by store path (newer Nix), where a null value
 // marks a path that is not valid in the store.
@@ -24,6 +27,7 @@ func ParsePathInfo(b []byte) ([]artifact.StorePath, error) {
 	type info struct {
 		Path       string   `json:"path"`
 		NarSize    *int64   `json:"narSize"`
+		NarHash    string   `json:"narHash"`
 		Valid      *bool    `json:"valid"`
 		References []string `json:"references"`
 	}
@@ -72,15 +76,33 @@ func ParsePathInfo(b []byte) ([]artifact.StorePath, error) {
 				return nil, fmt.Errorf("nix path-info: %q references %q, which is not a store path", e.Path, r)
 			}
 		}
+		narHash, err := sriNarHash(e.NarHash)
+		if err != nil {
+			return nil, fmt.Errorf("nix path-info: %q: %w", e.Path, err)
+		}
 		var refs []string
 		if len(e.References) > 0 {
 			refs = slices.Compact(slices.Sorted(slices.Values(e.References)))
 		}
-		out = append(out, artifact.StorePath{Path: e.Path, NarSize: *e.NarSize, References: refs})
+		out = append(out, artifact.StorePath{Path: e.Path, NarSize: *e.NarSize, NarHash: narHash, References: refs})
 	}
 	if len(out) == 0 {
 		return nil, errors.New("nix path-info listed no paths")
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out, nil
+}
+
+// sriNarHash spells a NAR hash as Nix printed it (sha256:<base32>, or SRI,
+// or base16) in the one form a manifest holds, SRI; "" stays "" (no hash
+// said: the push records no layer of that path for reuse).
+func sriNarHash(h string) (string, error) {
+	if h == "" {
+		return "", nil
+	}
+	parsed, err := nixhash.ParseAny(h, nil)
+	if err != nil || parsed.Algo() != nixhash.SHA256 {
+		return "", fmt.Errorf("NAR hash %q is not a SHA-256 hash", h)
+	}
+	return parsed.Format(nixhash.SRI, true), nil
 }
