@@ -116,6 +116,7 @@ func newHarnessWithStub(t *testing.T, stubOpts herokustub.Options, opts ...harne
 		ReleasePollInterval: 100 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 		HerokuRetryBase:     100 * time.Millisecond,
+		RegistryHost:        h.registryHost,
 	}
 	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {
