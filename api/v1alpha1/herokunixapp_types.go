@@ -11,7 +11,7 @@ import (
 // The nix.conf Secret is readable by every derivation builder, so it must not
 // be the Secret that holds the Heroku key (any key of it).
 // +kubebuilder:validation:XValidation:rule="!has(self.build) || !has(self.build.nixConfigSecretRef) || self.build.nixConfigSecretRef.name != self.credentialsSecretRef.name",message="nixConfigSecretRef must not name the credentials Secret: whatever it holds is readable by all build-time code",fieldPath=".build.nixConfigSecretRef.name"
-// +kubebuilder:validation:XValidation:rule="has(self.flake) != has(self.promoteFrom)",message="set exactly one of flake (build the images) and promoteFrom (take the images another HerokuNixApp runs)"
+// +kubebuilder:validation:XValidation:rule="has(self.flake) != has(self.promoteFrom)",message="set exactly one of flake (build the images) and promoteFrom (take the images another HerokuNixApp runs)",fieldPath=".flake"
 // +kubebuilder:validation:XValidation:rule="!has(self.promoteFrom) || !has(self.build)",message="build must not be set with promoteFrom: a promotion builds nothing",fieldPath=".build"
 // +kubebuilder:validation:XValidation:rule="has(self.promoteFrom) || has(self.processes)",message="processes is required when building (flake)",fieldPath=".processes"
 // +kubebuilder:validation:XValidation:rule="has(self.promoteFrom) || !has(self.processes) || self.processes.all(k, has(self.processes[k].attribute))",message="every process needs an attribute when building (flake)",fieldPath=".processes"
@@ -514,7 +514,7 @@ type ReleaseIntent struct {
 // HerokuNixApp deploys a Nix flake to a Heroku app as container images.
 // +kubebuilder:object:root=true
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it labels the resource's build Jobs"
-// +kubebuilder:validation:XValidation:rule="!has(self.spec.promoteFrom) || self.spec.promoteFrom.name != self.metadata.name",message="spec.promoteFrom must name another HerokuNixApp"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.promoteFrom) || self.spec.promoteFrom.name != self.metadata.name",message="spec.promoteFrom must name another HerokuNixApp",fieldPath=".spec.promoteFrom.name"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=hna,categories=herokunix
 // +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appName`

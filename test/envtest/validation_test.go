@@ -77,9 +77,47 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"process type with a dot", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Processes = map[string]herokunixv1.Process{"web.1": {Attribute: "web"}}
 		}, "spec.processes"},
+		// An attribute is optional in the schema (a promotion sets none),
+		// so building without one is refused on spec.processes by CEL.
 		{"empty attribute", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Processes = map[string]herokunixv1.Process{"web": {}}
-		}, "spec.processes.web.attribute"},
+		}, "spec.processes"},
+		{"promoteFrom and flake", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
+		}, "spec.flake"},
+		{"promoteFrom with build options", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Flake, a.Spec.Processes = "", nil
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
+			a.Spec.Build.MaxLayers = ptr.To[int32](20)
+		}, "spec.build"},
+		{"promoteFrom with a process attribute", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Flake = ""
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
+		}, "spec.processes"},
+		{"promoteFrom naming the resource itself", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Flake, a.Spec.Processes = "", nil
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: a.Name}
+		}, "spec.promoteFrom.name"},
+		{"config var named like Heroku's own", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "HEROKU_API_KEY", Value: ptr.To("x")}}
+		}, "spec.config[0].name"},
+		{"config var name with a hyphen", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "LOG-LEVEL", Value: ptr.To("x")}}
+		}, "spec.config[0].name"},
+		{"config var name starting with two underscores", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "__X", Value: ptr.To("x")}}
+		}, "spec.config[0].name"},
+		{"config var with a value and a source", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", Value: ptr.To("x"),
+				ValueFrom: &herokunixv1.ConfigVarSource{SecretKeyRef: &herokunixv1.KeyRef{Name: "s", Key: "k"}}}}
+		}, "spec.config[0]"},
+		{"config var from a Secret and a ConfigMap", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", ValueFrom: &herokunixv1.ConfigVarSource{
+				SecretKeyRef: &herokunixv1.KeyRef{Name: "s", Key: "k"}, ConfigMapKeyRef: &herokunixv1.KeyRef{Name: "c", Key: "k"}}}}
+		}, "spec.config[0].valueFrom"},
+		{"the same config var twice", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", Value: ptr.To("1")}, {Name: "X", Value: ptr.To("2")}}
+		}, "spec.config[1]"},
 		{"attribute that reads as a Nix option", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Processes = map[string]herokunixv1.Process{"web": {Attribute: "--impure"}}
 		}, "spec.processes.web.attribute"},

@@ -1,0 +1,124 @@
+package envtest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+)
+
+// watchVersions records every version of every HerokuNixApp of the
+// namespace as written, until the returned function is called.
+func (h *harness) watchVersions() func() []string {
+	h.t.Helper()
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	h.g.Expect(err).NotTo(HaveOccurred())
+	w, err := wc.Watch(h.ctx, &herokunixv1.HerokuNixAppList{}, client.InNamespace(h.ns))
+	h.g.Expect(err).NotTo(HaveOccurred())
+	var versions []string
+	collected := make(chan struct{})
+	go func() {
+		defer close(collected)
+		for ev := range w.ResultChan() {
+			b, _ := json.Marshal(ev.Object)
+			versions = append(versions, string(b))
+		}
+	}()
+	return func() []string {
+		w.Stop()
+		<-collected
+		return versions
+	}
+}
+
+func randomValue(prefix string) string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return prefix + hex.EncodeToString(b)
+}
+
+func TestASecretSourcedConfigVarIsChangedThenRemovedOneReleaseEach(t *testing.T) {
+	h := newHarness(t)
+	h.createSecret()
+	first, second := randomValue("pg-one-"), randomValue("pg-two-")
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "shop-db", Namespace: h.ns},
+		StringData: map[string]string{"url": first}}
+	h.g.Expect(k8sClient.Create(h.ctx, secret)).To(Succeed())
+	h.g.Expect(h.stub.SetConfigVars(testHerokuApp, map[string]*string{"UNMANAGED": ptr.To("by-hand")})).To(Succeed())
+	versions := h.watchVersions()
+
+	app, _ := h.deployed("shop", func(a *herokunixv1.HerokuNixApp) {
+		a.Spec.Config = []herokunixv1.ConfigVar{
+			{Name: "DATABASE_URL", ValueFrom: &herokunixv1.ConfigVarSource{SecretKeyRef: &herokunixv1.KeyRef{Name: "shop-db", Key: "url"}}},
+			{Name: "LOG_LEVEL", Value: ptr.To("debug")},
+		}
+	})
+	h.g.Expect(h.stub.ConfigVars(testHerokuApp)).To(Equal(map[string]string{"DATABASE_URL": first, "LOG_LEVEL": "debug", "UNMANAGED": "by-hand"}))
+	got := h.get(app)
+	h.g.Expect(got.Status.Config).NotTo(BeNil())
+	h.g.Expect(got.Status.Config.Keys).To(Equal([]string{"DATABASE_URL", "LOG_LEVEL"}))
+
+	// The Secret changes: picked up by the watch, one release.
+	before := len(h.stub.Releases(testHerokuApp))
+	secret.StringData = map[string]string{"url": second}
+	h.g.Expect(k8sClient.Update(h.ctx, secret)).To(Succeed())
+	h.g.Eventually(func() string { return h.stub.ConfigVars(testHerokuApp)["DATABASE_URL"] }).WithTimeout(30 * time.Second).Should(Equal(second))
+	h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+	h.g.Consistently(func() int { return h.releasesMadeSince(before) }).WithTimeout(time.Second).Should(Equal(1))
+	rels := h.stub.Releases(testHerokuApp)
+	h.g.Expect(rels[len(rels)-1].Description).To(Equal("Set DATABASE_URL config vars"))
+
+	// The var leaves the spec: removed from Heroku, one release.
+	before = len(rels)
+	cur := h.get(app)
+	cur.Spec.Config = cur.Spec.Config[1:]
+	h.g.Expect(k8sClient.Update(h.ctx, cur)).To(Succeed())
+	h.g.Eventually(func() map[string]string { return h.stub.ConfigVars(testHerokuApp) }).WithTimeout(30 * time.Second).
+		Should(Equal(map[string]string{"LOG_LEVEL": "debug", "UNMANAGED": "by-hand"}))
+	got = h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+	h.g.Consistently(func() int { return h.releasesMadeSince(before) }).WithTimeout(time.Second).Should(Equal(1))
+	rels = h.stub.Releases(testHerokuApp)
+	h.g.Expect(rels[len(rels)-1].Description).To(Equal("Remove DATABASE_URL config vars"))
+	h.g.Expect(got.Status.Config.Keys).To(Equal([]string{"LOG_LEVEL"}))
+	h.g.Expect(got.Status.Release.Version).To(Equal(rels[len(rels)-1].Version), "the config release is followed as this resource's")
+
+	// No value anywhere: every version of the resource, its events, the
+	// controller's logs.
+	all := versions()
+	if len(all) < 5 {
+		t.Errorf("saw only %d versions of the resource", len(all))
+	}
+	evs := h.eventuallyEvents(app, "ConfigVarsChanged")
+	logs := h.logs.String()
+	// The scan proves something only if what it scans speaks of the var.
+	if !slices.ContainsFunc(evs, func(e eventsv1.Event) bool { return strings.Contains(e.Note, "DATABASE_URL") }) {
+		t.Error("no event names DATABASE_URL; the scan would prove little")
+	}
+	for _, secretValue := range []string{first, second} {
+		for _, v := range all {
+			if strings.Contains(v, secretValue) {
+				t.Errorf("a config value appears in a version of the resource: %s", v)
+			}
+		}
+		for _, e := range evs {
+			if strings.Contains(e.Note, secretValue) {
+				t.Errorf("a config value appears in event %s: %s", e.Reason, e.Note)
+			}
+		}
+		if strings.Contains(logs, secretValue) {
+			t.Error("a config value appears in the controller's logs")
+		}
+	}
+}
