@@ -10,13 +10,17 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/internal/build"
+	"github.com/herokunix/herokunix/test/herokustub"
 )
 
 // watchVersions records every version of every HerokuNixApp of the
@@ -121,4 +125,79 @@ func TestASecretSourcedConfigVarIsChangedThenRemovedOneReleaseEach(t *testing.T)
 			t.Error("a config value appears in the controller's logs")
 		}
 	}
+}
+
+const prodHerokuApp = "acme-shop-prod"
+
+func TestAPromotionReleasesTheSourcesImageIDsWithoutABuild(t *testing.T) {
+	h := newHarness(t)
+	h.createSecret()
+	h.stub.CreateApp(prodHerokuApp, "container")
+	staging, res := h.deployed("staging", func(a *herokunixv1.HerokuNixApp) {
+		a.Spec.Processes["worker"] = herokunixv1.Process{Attribute: "packages.x86_64-linux.worker"}
+	})
+	h.stub.ResetCalls()
+
+	prod := h.newApp("prod", func(a *herokunixv1.HerokuNixApp) {
+		a.Spec.AppName = prodHerokuApp
+		a.Spec.Flake, a.Spec.Processes = "", nil
+		a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging", RequireApproval: true}
+	})
+	// Held for approval: nothing is copied or released.
+	waiting := h.eventuallyCondition(prod, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonPromotionAwaitingApproval)
+	h.g.Expect(apimeta.FindStatusCondition(waiting.Status.Conditions, herokunixv1.ConditionReady).Message).To(ContainSubstring(res.Revision))
+	h.g.Expect(callsTo(h.stub.Calls(), prodHerokuApp)).To(BeEmpty())
+
+	// Approved: copied and released, in at most 4 Platform API calls.
+	cur := h.get(prod)
+	cur.Annotations = map[string]string{herokunixv1.ApprovePromotionAnnotation: res.Revision}
+	h.g.Expect(k8sClient.Update(h.ctx, cur)).To(Succeed())
+	got := h.eventuallyCondition(prod, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+
+	want := map[string]string{}
+	for pt, img := range res.Images {
+		want[pt] = img.ImageID
+	}
+	rels := h.stub.Releases(prodHerokuApp)
+	h.g.Expect(rels[len(rels)-1].Images).To(Equal(want), "prod runs exactly staging's image IDs")
+	h.g.Expect(h.get(staging).Status.Release.Images).To(Equal(want))
+	h.g.Expect(got.Status.Promotion).To(Equal(&herokunixv1.PromotionStatus{Source: "staging", SourceApp: testHerokuApp, Revision: res.Revision}))
+	h.g.Expect(got.Status.Revision).To(Equal(res.Revision))
+	h.g.Expect(got.Status.Build).To(BeNil())
+	var jobs batchv1.JobList
+	h.g.Expect(k8sClient.List(h.ctx, &jobs, client.InNamespace(h.ns), client.MatchingLabels{build.LabelApp: "prod"})).To(Succeed())
+	h.g.Expect(jobs.Items).To(BeEmpty(), "a promotion builds nothing")
+
+	calls := callsTo(h.stub.Calls(), prodHerokuApp)
+	var api, blobUploads, manifests []string
+	for _, c := range calls {
+		switch {
+		case c.Handler == "api":
+			api = append(api, c.Method+" "+c.Path)
+		case strings.Contains(c.Path, "/blobs/uploads"):
+			blobUploads = append(blobUploads, c.Method+" "+c.Path)
+		case c.Method == "PUT" && strings.Contains(c.Path, "/manifests/"):
+			manifests = append(manifests, c.Path)
+		}
+	}
+	t.Logf("Platform API calls of the promotion: %v", api)
+	if len(api) > 4 {
+		t.Errorf("the promotion spent %d Platform API calls, want at most 4: %v", len(api), api)
+	}
+	h.g.Expect(manifests).To(ConsistOf("/v2/"+prodHerokuApp+"/web/manifests/latest", "/v2/"+prodHerokuApp+"/worker/manifests/latest"))
+	// The stand-in's registry keeps blobs by digest alone, so the HEAD
+	// before each upload finds them: nothing is uploaded or mounted.
+	h.g.Expect(blobUploads).To(BeEmpty())
+	h.g.Expect(h.stub.Pushed(prodHerokuApp + "/web")).To(ConsistOf(want["web"]))
+}
+
+// callsTo are the calls about one Heroku app (Platform API or registry).
+func callsTo(calls []herokustub.Call, app string) []herokustub.Call {
+	var out []herokustub.Call
+	for _, c := range calls {
+		if strings.HasPrefix(c.Path, "/apps/"+app+"/") || c.Path == "/apps/"+app || strings.HasPrefix(c.Path, "/v2/"+app+"/") {
+			out = append(out, c)
+		}
+	}
+	return out
 }

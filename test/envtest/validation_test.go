@@ -88,7 +88,7 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"promoteFrom with build options", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Flake, a.Spec.Processes = "", nil
 			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
-			a.Spec.Build.MaxLayers = ptr.To[int32](20)
+			a.Spec.Build.Image = "nixos/nix:2.24.9"
 		}, "spec.build"},
 		{"promoteFrom with a process attribute", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Flake = ""
