@@ -201,3 +201,70 @@ func callsTo(calls []herokustub.Call, app string) []herokustub.Call {
 	}
 	return out
 }
+
+func TestAManagedConfigVarChangedByHandIsDrift(t *testing.T) {
+	for _, policy := range []herokunixv1.DriftPolicy{herokunixv1.DriftPolicyCorrect, herokunixv1.DriftPolicyObserve} {
+		t.Run(string(policy), func(t *testing.T) {
+			h := newHarness(t)
+			h.createSecret()
+			app, _ := h.deployed("shop", func(a *herokunixv1.HerokuNixApp) {
+				a.Spec.DriftPolicy = policy
+				a.Spec.Config = []herokunixv1.ConfigVar{{Name: "LOG_LEVEL", Value: ptr.To("info")}}
+			})
+			h.g.Expect(h.stub.SetConfigVars(testHerokuApp, map[string]*string{"LOG_LEVEL": ptr.To("debug"), "OTHER": ptr.To("x")})).To(Succeed())
+			before := len(h.stub.Releases(testHerokuApp))
+			h.stub.ResetCalls()
+			h.requestReconcile(app)
+			if policy == herokunixv1.DriftPolicyObserve {
+				got := h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonDriftDetected)
+				h.g.Expect(apimeta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionReady).Message).To(ContainSubstring("LOG_LEVEL"))
+				h.g.Expect(h.releasesMadeSince(before)).To(Equal(0), "an observing resource released")
+				h.g.Expect(h.stub.ConfigVars(testHerokuApp)["LOG_LEVEL"]).To(Equal("debug"))
+				return
+			}
+			h.g.Eventually(func() string { return h.stub.ConfigVars(testHerokuApp)["LOG_LEVEL"] }).WithTimeout(30 * time.Second).Should(Equal("info"))
+			h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+			h.eventuallyEvents(app, herokunixv1.ReasonDriftDetected)
+			h.g.Expect(h.stub.ConfigVars(testHerokuApp)["OTHER"]).To(Equal("x"), "an unmanaged var was touched")
+			// Once corrected, a resync is one read again.
+			h.stub.ResetCalls()
+			h.requestReconcile(app)
+			h.g.Expect(apiCalls(h.stub.Calls())).To(HaveLen(1))
+		})
+	}
+}
+
+func TestAConfigChangeWaitsForItsReleasePhase(t *testing.T) {
+	h := newHarness(t)
+	h.createSecret()
+	app := h.newApp("shop", func(a *herokunixv1.HerokuNixApp) {
+		a.Spec.Processes["release"] = herokunixv1.Process{Attribute: "packages.x86_64-linux.migrate"}
+	})
+	h.completeJob(h.buildJob(app), h.pushImages("web", "release"))
+	h.eventuallyCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePending)
+	h.g.Expect(h.stub.CompletePendingRelease(testHerokuApp, true)).To(Succeed())
+	h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+
+	cur := h.get(app)
+	cur.Spec.Config = []herokunixv1.ConfigVar{{Name: "FEATURE_X", Value: ptr.To("on")}}
+	h.g.Expect(k8sClient.Update(h.ctx, cur)).To(Succeed())
+	got := h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionFalse, herokunixv1.ReasonReleasePending)
+	rels := h.stub.Releases(testHerokuApp)
+	last := rels[len(rels)-1]
+	h.g.Expect(last.Status).To(Equal("pending"))
+	h.g.Expect(last.Description).To(Equal("Set FEATURE_X config vars"))
+	h.g.Expect(got.Status.Release.ID).To(Equal(last.ID), "the config release is followed")
+	h.g.Expect(h.stub.CompletePendingRelease(testHerokuApp, true)).To(Succeed())
+	got = h.eventuallyCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+	h.g.Expect(got.Status.Release.Status).To(Equal("succeeded"))
+}
+
+func apiCalls(calls []herokustub.Call) []herokustub.Call {
+	var out []herokustub.Call
+	for _, c := range calls {
+		if c.Handler == "api" {
+			out = append(out, c)
+		}
+	}
+	return out
+}
