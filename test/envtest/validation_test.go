@@ -275,6 +275,7 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 	app.Status = herokunixv1.HerokuNixAppStatus{
 		ShortRevision: "9f2c1e0aa1b2",
 		Release:       &herokunixv1.ReleaseStatus{ID: "r1", Version: 42, Name: "v42", Status: "succeeded"},
+		Promotion:     &herokunixv1.PromotionStatus{Source: "staging", SourceApp: "acme-shop-staging", Revision: "9f2c1e0aa1b2"},
 		Conditions: []metav1.Condition{{
 			Type: herokunixv1.ConditionReady, Status: metav1.ConditionTrue, Reason: herokunixv1.ReasonReleased,
 			Message: "v42 runs 9f2c1e0aa1b2", LastTransitionTime: metav1.Now(),
@@ -287,7 +288,7 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"Name": "shop", "App": "acme-shop", "Revision": "9f2c1e0aa1b2", "Release": "v42", "Ready": "True", "Reason": "Released"}
+	want := map[string]any{"Name": "shop", "App": "acme-shop", "Revision": "9f2c1e0aa1b2", "From": "staging", "Release": "v42", "Ready": "True", "Reason": "Released"}
 	if len(table.Rows) != 1 {
 		t.Fatalf("got %d rows, want 1", len(table.Rows))
 	}
@@ -298,7 +299,7 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 			t.Errorf("column %s = %v, want %v", col.Name, table.Rows[0].Cells[i], w)
 		}
 	}
-	for _, name := range []string{"Name", "App", "Revision", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
+	for _, name := range []string{"Name", "App", "Revision", "From", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
 		if !seen[name] {
 			t.Errorf("column %s missing from the table", name)
 		}
