@@ -83,9 +83,11 @@ func TestPromotableOnlyWhenTheSourceRunsItsImages(t *testing.T) {
 		"not Ready":                     func(a *herokunixv1.HerokuNixApp) { a.Status.Conditions[0].Status = metav1.ConditionFalse },
 		"Ready for an older generation": func(a *herokunixv1.HerokuNixApp) { a.Generation = 3 },
 		"release pending":               func(a *herokunixv1.HerokuNixApp) { a.Status.Release.Status = heroku.ReleasePending },
-		"built images not released":     func(a *herokunixv1.HerokuNixApp) { a.Status.Images["web"] = herokunixv1.ImageStatus{ImageID: "sha256:2"} },
-		"release in flight":             func(a *herokunixv1.HerokuNixApp) { a.Status.ReleaseIntent = &herokunixv1.ReleaseIntent{} },
-		"never released":                func(a *herokunixv1.HerokuNixApp) { a.Status.Release = nil },
+		"built images not released": func(a *herokunixv1.HerokuNixApp) {
+			a.Status.Images["web"] = herokunixv1.ImageStatus{ImageID: "sha256:2"}
+		},
+		"release in flight": func(a *herokunixv1.HerokuNixApp) { a.Status.ReleaseIntent = &herokunixv1.ReleaseIntent{} },
+		"never released":    func(a *herokunixv1.HerokuNixApp) { a.Status.Release = nil },
 	} {
 		a := ready()
 		spoil(a)
