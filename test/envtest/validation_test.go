@@ -115,6 +115,9 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", ValueFrom: &herokunixv1.ConfigVarSource{
 				SecretKeyRef: &herokunixv1.KeyRef{Name: "s", Key: "k"}, ConfigMapKeyRef: &herokunixv1.KeyRef{Name: "c", Key: "k"}}}}
 		}, "spec.config[0].valueFrom"},
+		{"config var read from the credentials Secret", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "TOKEN", ValueFrom: &herokunixv1.ConfigVarSource{SecretKeyRef: &herokunixv1.KeyRef{Name: "heroku", Key: "other"}}}}
+		}, "spec.config"},
 		{"the same config var twice", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", Value: ptr.To("1")}, {Name: "X", Value: ptr.To("2")}}
 		}, "spec.config[1]"},
