@@ -46,6 +46,8 @@ type fakeHeroku struct {
 	// configVars are the app's config vars; a change makes a release
 	// described as Heroku does ("Set A, B config vars").
 	configVars map[string]string
+	// configReads counts ConfigVars calls.
+	configReads int
 }
 
 var _ HerokuAPI = (*fakeHeroku)(nil)
@@ -318,6 +320,7 @@ func condition(app *herokunixv1.HerokuNixApp, typ string) string {
 }
 
 func (f *fakeHeroku) ConfigVars(context.Context, string) (map[string]string, error) {
+	f.configReads++
 	if err := f.err["ConfigVars"]; err != nil {
 		return nil, err
 	}
