@@ -69,39 +69,6 @@ func TestConfigFingerprintDependsOnValuesAndKeyButShowsNeither(t *testing.T) {
 	}
 }
 
-func TestPromotableOnlyWhenTheSourceRunsItsImages(t *testing.T) {
-	ready := func() *herokunixv1.HerokuNixApp {
-		return &herokunixv1.HerokuNixApp{
-			ObjectMeta: metav1.ObjectMeta{Generation: 2},
-			Status: herokunixv1.HerokuNixAppStatus{
-				ObservedGeneration: 2, Revision: "abc",
-				Conditions: []metav1.Condition{{Type: herokunixv1.ConditionReady, Status: metav1.ConditionTrue}},
-				Images:     map[string]herokunixv1.ImageStatus{"web": {ImageID: "sha256:1", Digest: "sha256:m"}},
-				Release:    &herokunixv1.ReleaseStatus{Status: heroku.ReleaseSucceeded, Images: map[string]string{"web": "sha256:1"}},
-			},
-		}
-	}
-	if rev, ok := promotable(ready()); !ok || rev != "abc" {
-		t.Fatalf("a Ready source: %q %v", rev, ok)
-	}
-	for name, spoil := range map[string]func(*herokunixv1.HerokuNixApp){
-		"not Ready":                     func(a *herokunixv1.HerokuNixApp) { a.Status.Conditions[0].Status = metav1.ConditionFalse },
-		"Ready for an older generation": func(a *herokunixv1.HerokuNixApp) { a.Generation = 3 },
-		"release pending":               func(a *herokunixv1.HerokuNixApp) { a.Status.Release.Status = heroku.ReleasePending },
-		"built images not released": func(a *herokunixv1.HerokuNixApp) {
-			a.Status.Images["web"] = herokunixv1.ImageStatus{ImageID: "sha256:2"}
-		},
-		"release in flight": func(a *herokunixv1.HerokuNixApp) { a.Status.ReleaseIntent = &herokunixv1.ReleaseIntent{} },
-		"never released":    func(a *herokunixv1.HerokuNixApp) { a.Status.Release = nil },
-	} {
-		a := ready()
-		spoil(a)
-		if _, ok := promotable(a); ok {
-			t.Errorf("%s: promotable", name)
-		}
-	}
-}
-
 func TestReconcileConfig(t *testing.T) {
 	ctx := context.Background()
 	const secretValue = "s3cr3t-database-url"
