@@ -89,7 +89,9 @@ func TestDocYAMLExamplesAreValid(t *testing.T) {
 					if head.APIVersion != herokunixv1.GroupVersion.String() {
 						t.Errorf("%s: HerokuNixApp example has apiVersion %q", file, head.APIVersion)
 					}
-					if app.Name == "" || app.Spec.AppName == "" || app.Spec.Flake == "" || len(app.Spec.Processes) == 0 || app.Spec.CredentialsSecretRef.Name == "" {
+					built := app.Spec.Flake != "" && len(app.Spec.Processes) > 0
+					promoted := app.Spec.PromoteFrom != nil && app.Spec.PromoteFrom.Name != "" && app.Spec.Flake == ""
+					if app.Name == "" || app.Spec.AppName == "" || built == promoted || app.Spec.CredentialsSecretRef.Name == "" {
 						t.Errorf("%s: HerokuNixApp example %q lacks a required field", file, app.Name)
 					}
 				case head.APIVersion == "argoproj.io/v1alpha1" && head.Kind == "Application":

@@ -50,6 +50,7 @@ func (r *HerokuNixAppReconciler) reconcileDeletion(ctx context.Context, p *pass)
 		return fmt.Errorf("removing finalizer: %w", err)
 	}
 	r.Heroku.Forget(app.UID)
+	r.configMemo.forget(app.UID)
 	return nil
 }
 

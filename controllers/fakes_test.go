@@ -43,6 +43,11 @@ type fakeHeroku struct {
 	removed         []string
 	// appReads counts App calls.
 	appReads int
+	// configVars are the app's config vars; a change makes a release
+	// described as Heroku does ("Set A, B config vars").
+	configVars map[string]string
+	// configReads counts ConfigVars calls.
+	configReads int
 }
 
 var _ HerokuAPI = (*fakeHeroku)(nil)
@@ -312,4 +317,42 @@ func condition(app *herokunixv1.HerokuNixApp, typ string) string {
 		return ""
 	}
 	return string(c.Status) + " " + c.Reason
+}
+
+func (f *fakeHeroku) ConfigVars(context.Context, string) (map[string]string, error) {
+	f.configReads++
+	if err := f.err["ConfigVars"]; err != nil {
+		return nil, err
+	}
+	return maps.Clone(f.configVars), nil
+}
+
+func (f *fakeHeroku) UpdateConfigVars(_ context.Context, _ string, vars map[string]*string) error {
+	if err := f.err["UpdateConfigVars"]; err != nil {
+		return err
+	}
+	f.writes = append(f.writes, "config")
+	if f.configVars == nil {
+		f.configVars = map[string]string{}
+	}
+	var set, removed []string
+	for _, k := range slices.Sorted(maps.Keys(vars)) {
+		if v := vars[k]; v != nil {
+			f.configVars[k] = *v
+			set = append(set, k)
+		} else {
+			delete(f.configVars, k)
+			removed = append(removed, k)
+		}
+	}
+	status := heroku.ReleaseSucceeded
+	if f.pendingReleases {
+		status = heroku.ReleasePending
+	}
+	if len(set) > 0 {
+		f.release("Set "+strings.Join(set, ", ")+" config vars", status)
+	} else {
+		f.release("Remove "+strings.Join(removed, ", ")+" config vars", status)
+	}
+	return nil
 }

@@ -21,6 +21,8 @@ type HerokuAPI interface {
 	RemoveProcessType(ctx context.Context, app, processType string) error
 	Formation(ctx context.Context, app string) ([]heroku.Formation, error)
 	ScaleFormation(ctx context.Context, app string, updates []heroku.Formation) error
+	ConfigVars(ctx context.Context, app string) (map[string]string, error)
+	UpdateConfigVars(ctx context.Context, app string, vars map[string]*string) error
 }
 
 // HerokuClients hands out one client per API key. The rate-limit budget is

@@ -37,6 +37,9 @@ type HerokuNixAppReconciler struct {
 	retries herokuRetries
 	// secretKeys spares reading an unchanged Secret again.
 	secretKeys secretKeys
+	// configMemo spares reading the Secrets and ConfigMaps of an unchanged
+	// spec.config again.
+	configMemo configMemo
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// DeletionGracePeriod bounds how long a deletion waits for what
@@ -47,6 +50,10 @@ type HerokuNixAppReconciler struct {
 	// BuildRetryBase is the first wait before a build that failed for a
 	// reason that may pass is retried (zero: buildRetryBase).
 	BuildRetryBase time.Duration
+	// RegistryHost and InsecureRegistry say where promotions copy images
+	// (default Heroku's registry, over HTTPS).
+	RegistryHost     string
+	InsecureRegistry bool
 }
 
 // ReconcilerConfig is what the reconciler needs besides a manager.
@@ -66,6 +73,9 @@ type ReconcilerConfig struct {
 	// reason that may pass (an evicted pod, a deadline, the network) is
 	// retried; it doubles up to 10 min. Zero: 30 s.
 	BuildRetryBase time.Duration
+	// RegistryHost and InsecureRegistry: see the reconciler's fields.
+	RegistryHost     string
+	InsecureRegistry bool
 }
 
 // NewReconciler wires a reconciler to mgr's client, its uncached reader
@@ -90,6 +100,8 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 		ReleasePollInterval: cfg.ReleasePollInterval,
 		BuildRetryBase:      cfg.BuildRetryBase,
 		retries:             herokuRetries{base: cfg.HerokuRetryBase},
+		RegistryHost:        cfg.RegistryHost,
+		InsecureRegistry:    cfg.InsecureRegistry,
 	}, nil
 }
 
@@ -100,6 +112,7 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
@@ -193,7 +206,8 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outc
 		r.reconcileRequestedAt,
 		r.reconcileConflict,
 		r.reconcileCredentials,
-		r.reconcileBuild,
+		r.reconcileImages,
+		r.reconcileConfig,
 		r.reconcileRelease,
 		r.reconcileFormation,
 	} {
@@ -208,6 +222,10 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outc
 // and no build runs. It says whether the images of this spec run, so a
 // deployed app stays Ready while suspended.
 func suspendedOutcome(p *pass) outcome {
+	if from := p.app.Spec.PromoteFrom; from != nil {
+		pr := p.app.Status.Promotion
+		return outcome{Suspended: true, SpecDeployed: pr != nil && pr.Source == from.Name && p.app.Status.Release != nil}
+	}
 	b := p.app.Status.Build
 	deployed := b != nil && b.SucceededHash == build.DesiredFor(p.app, p.now, false).SpecHash
 	return outcome{Suspended: true, SpecDeployed: deployed}
@@ -340,6 +358,9 @@ func readyMessage(app *herokunixv1.HerokuNixApp) string {
 		if app.Status.ShortRevision == "" {
 			msg = fmt.Sprintf("release %s of %s runs %s", rel.Name, app.Spec.AppName, app.Status.LockedFlake)
 		}
+		if pr := app.Status.Promotion; pr != nil && app.Spec.PromoteFrom != nil {
+			msg += " (promoted from " + pr.Source + ")"
+		}
 	}
 	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionBuilt); c != nil && c.Reason == herokunixv1.ReasonBuildFailed {
 		msg += "; the latest refresh failed to build (see Built)"
@@ -371,7 +392,8 @@ func (r *HerokuNixAppReconciler) eventOnReadyChange(before, after *herokunixv1.H
 func isFailureReason(reason string) bool {
 	switch reason {
 	case herokunixv1.ReasonBuildRunning, herokunixv1.ReasonReleasePending, herokunixv1.ReasonProgressing,
-		herokunixv1.ReasonSuspended, herokunixv1.ReasonDeleting:
+		herokunixv1.ReasonSuspended, herokunixv1.ReasonDeleting,
+		herokunixv1.ReasonPromotionSourceNotReady, herokunixv1.ReasonPromotionAwaitingApproval:
 		return false
 	}
 	return true

@@ -391,6 +391,15 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 			return r.waitForPending(p, rel)
 		}
 	}
+	// Managed config vars changed by someone else: Observe stalls here,
+	// before a config release is adopted below (which would hide it from
+	// the next resync); Correct has the config step set them again.
+	var configWait error
+	if names, by := configDrift(newer, app.Status.Config); len(names) > 0 {
+		if configWait = r.configDrifted(app, names, by); app.Spec.DriftPolicy == herokunixv1.DriftPolicyObserve {
+			return configWait
+		}
+	}
 	var running *heroku.Release
 	for _, rel := range slices.Backward(newer) {
 		if rel.Current {
@@ -401,7 +410,7 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 	if running == nil {
 		// Every newer release failed (or expired unrun): Heroku still runs
 		// this resource's release.
-		return nil
+		return configWait
 	}
 	if app.Spec.DriftPolicy != herokunixv1.DriftPolicyObserve {
 		if oursExpired && app.Status.Build != nil {
@@ -425,7 +434,10 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 			r.event(app, corev1.EventTypeWarning, herokunixv1.ReasonDriftDetected, "Correct",
 				"Heroku ran %s (%q), not the built images; released them again as %s", releaseName(running.Version), running.Description, app.Status.Release.Name)
 		}
-		return err
+		if err != nil {
+			return err
+		}
+		return configWait
 	}
 	for _, rel := range slices.Backward(newer) {
 		if rel.Status == heroku.ReleaseSucceeded && mayChangeImages(rel.Description) {

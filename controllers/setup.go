@@ -5,6 +5,7 @@ import (
 
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -25,6 +26,11 @@ const (
 	indexAppName = "spec.appName"
 	// indexSecretName indexes the Secrets a resource reads (secretsRead).
 	indexSecretName = "spec.credentialsSecretRef.name"
+	// indexConfigSecret and indexConfigMap: the Secrets and ConfigMaps
+	// spec.config reads.
+	indexConfigSecret = "spec.config.secretKeyRef.name"
+	indexConfigMap    = "spec.config.configMapKeyRef.name"
+	indexPromoteFrom  = "spec.promoteFrom.name"
 )
 
 // The manager's metrics endpoint asks the API server who a caller is and
@@ -81,6 +87,28 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		return err
 	}
 
+	for field, kind := range map[string]string{indexConfigSecret: "Secret", indexConfigMap: "ConfigMap"} {
+		if err := idx.IndexField(ctx, &herokunixv1.HerokuNixApp{}, field, func(o client.Object) []string {
+			var names []string
+			for _, ref := range configRefs(o.(*herokunixv1.HerokuNixApp)) {
+				if ref.Kind == kind {
+					names = append(names, ref.Name)
+				}
+			}
+			return names
+		}); err != nil {
+			return err
+		}
+	}
+	if err := idx.IndexField(ctx, &herokunixv1.HerokuNixApp{}, indexPromoteFrom, func(o client.Object) []string {
+		if from := o.(*herokunixv1.HerokuNixApp).Spec.PromoteFrom; from != nil {
+			return []string{from.Name}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&herokunixv1.HerokuNixApp{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
@@ -88,6 +116,13 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		// Only Secrets' metadata is cached: the key itself is read when
 		// needed, so the controller does not hold every Secret in memory.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.appsUsingSecret), builder.OnlyMetadata).
+		// Likewise ConfigMaps that spec.config reads: their values are read
+		// from the API server when their version changed.
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.appsUsingConfigMap), builder.OnlyMetadata).
+		// A promotion source that changes (a new revision Ready) is
+		// promoted at once.
+		Watches(&herokunixv1.HerokuNixApp{}, handler.EnqueueRequestsFromMapFunc(r.appsPromotingFrom),
+			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		// A deleted or renamed owner of a Heroku app frees it for the next.
 		Watches(&herokunixv1.HerokuNixApp{}, handler.EnqueueRequestsFromMapFunc(r.appsSharingHerokuApp),
 			builder.WithPredicates(predicate.Funcs{
@@ -115,13 +150,41 @@ func secretsRead(o client.Object) []string {
 	return names
 }
 
-// appsUsingSecret maps a Secret to the resources that read it.
+// appsUsingSecret maps a Secret to the resources whose credentials or
+// config vars it holds.
 func (r *HerokuNixAppReconciler) appsUsingSecret(ctx context.Context, o client.Object) []reconcile.Request {
-	var apps herokunixv1.HerokuNixAppList
-	if err := r.List(ctx, &apps, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexSecretName: o.GetName()}); err != nil {
-		return nil
+	return r.appsMatching(ctx, o.GetNamespace(), o.GetName(), indexSecretName, indexConfigSecret)
+}
+
+// appsUsingConfigMap maps a ConfigMap to the resources whose config vars
+// it holds.
+func (r *HerokuNixAppReconciler) appsUsingConfigMap(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.appsMatching(ctx, o.GetNamespace(), o.GetName(), indexConfigMap)
+}
+
+// appsPromotingFrom maps a resource to those promoting its images.
+func (r *HerokuNixAppReconciler) appsPromotingFrom(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.appsMatching(ctx, o.GetNamespace(), o.GetName(), indexPromoteFrom)
+}
+
+// appsMatching lists the resources of namespace whose index field is
+// value, for any of the fields, each once.
+func (r *HerokuNixAppReconciler) appsMatching(ctx context.Context, namespace, value string, fields ...string) []reconcile.Request {
+	var out []reconcile.Request
+	seen := map[types.NamespacedName]bool{}
+	for _, field := range fields {
+		var apps herokunixv1.HerokuNixAppList
+		if err := r.List(ctx, &apps, client.InNamespace(namespace), client.MatchingFields{field: value}); err != nil {
+			continue
+		}
+		for _, req := range requestsFor(apps.Items, "") {
+			if !seen[req.NamespacedName] {
+				seen[req.NamespacedName] = true
+				out = append(out, req)
+			}
+		}
 	}
-	return requestsFor(apps.Items, "")
+	return out
 }
 
 // appsSharingHerokuApp maps a resource to the others naming its Heroku app.

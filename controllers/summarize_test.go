@@ -236,6 +236,64 @@ var summaryRows = []summaryRow{
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonReleasePhaseFailed, requeue: requeueInterval,
 	},
 	{
+		name: "a Secret that spec.config reads is missing", deployed: true,
+		end:   errEnd(stalled(herokunixv1.ReasonConfigSourceNotFound, "Secret %s/%s not found (config var %s)", "team-a", "shop-db", "DATABASE_URL")),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonConfigSourceNotFound, requeue: requeueInterval,
+	},
+	{
+		name: "spec.config is over Heroku's 32 kB", deployed: true,
+		end: errEnd(stalled(herokunixv1.ReasonConfigInvalid, "the config vars in spec.config hold %d bytes; Heroku allows %d for all of an app's config vars",
+			40000, maxConfigBytes)),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonConfigInvalid, requeue: requeueInterval,
+	},
+	{
+		name:   "the promotion source does not exist",
+		mutate: promoting,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			return outcome{Err: (&HerokuNixAppReconciler{}).promotionStalled(app, "HerokuNixApp %s/%s (spec.promoteFrom) not found", "team-a", "staging")}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonPromotionSourceNotFound, requeue: requeueInterval,
+	},
+	{
+		name:   "the promotion source is not Ready",
+		mutate: promoting,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			msg := "waiting for HerokuNixApp staging to be Ready before promoting its images"
+			setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonPromotionSourceNotReady, msg)
+			return outcome{Err: &waiting{Reason: herokunixv1.ReasonPromotionSourceNotReady, Message: msg}}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonPromotionSourceNotReady, requeue: requeueNever,
+	},
+	{
+		name:   "a promotion waits for approval",
+		mutate: promoting,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			msg := "promoting revision 9f2c1e0aa1b2 of staging waits for approval: set the annotation herokunix.dev/approve-promotion=9f2c1e0aa1b2c3d4e5f60718293a4b5c6d7e8f90"
+			setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionFalse, herokunixv1.ReasonPromotionAwaitingApproval, msg)
+			return outcome{Err: &waiting{Reason: herokunixv1.ReasonPromotionAwaitingApproval, Message: msg}}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonPromotionAwaitingApproval, requeue: requeueNever,
+	},
+	{
+		name: "promoted and released", deployed: true,
+		mutate: func(app *herokunixv1.HerokuNixApp) {
+			promoting(app)
+			app.Status.Build = nil
+			app.Status.Promotion = &herokunixv1.PromotionStatus{Source: "staging", SourceApp: "acme-shop-staging", Revision: app.Status.Revision}
+			setCondition(app, herokunixv1.ConditionBuilt, metav1.ConditionTrue, herokunixv1.ReasonPromoted, promotedMessage(app))
+		},
+		end:   func(*herokunixv1.HerokuNixApp) outcome { return outcome{} },
+		ready: metav1.ConditionTrue, reason: herokunixv1.ReasonReleased, requeue: requeueInterval,
+	},
+	{
+		name:   "copying the promoted images failed",
+		mutate: promoting,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			return outcome{Err: (&HerokuNixAppReconciler{}).copyFailed(app, "staging", errors.New("reading registry.heroku.com/acme-shop-staging/web@sha256:…: unexpected EOF"))}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonPromotionCopyFailed, requeue: requeueAfter, after: time.Minute,
+	},
+	{
 		name: "another resource already deploys the Heroku app",
 		end: errEnd(stalled(herokunixv1.ReasonAppConflict, "Heroku app %s is deployed by %s released to it first; delete one of them",
 			"acme-shop", "another HerokuNixApp, in a different namespace, which")),
@@ -244,6 +302,12 @@ var summaryRows = []summaryRow{
 }
 
 var testTime = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// promoting makes the row's resource take its images from "staging".
+func promoting(app *herokunixv1.HerokuNixApp) {
+	app.Spec.Flake, app.Spec.Processes = "", nil
+	app.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging", RequireApproval: true}
+}
 
 // summaryApp is the resource of the rows: never deployed, or deployed as
 // release v42 with every sub-condition True.

@@ -43,7 +43,35 @@ const (
 	// ReasonInternalError: the controller failed unexpectedly (a bug); the
 	// pass is retried with back-off.
 	ReasonInternalError = "InternalError"
+	// ReasonConfigSourceNotFound: a Secret, ConfigMap or key that
+	// spec.config reads is missing; nothing is changed on Heroku.
+	ReasonConfigSourceNotFound = "ConfigSourceNotFound"
+	// ReasonConfigInvalid: the config vars cannot be set as they are
+	// (over Heroku's 32 kB of config, or refused by Heroku).
+	ReasonConfigInvalid = "ConfigInvalid"
+	// ReasonPromotionSourceNotFound: spec.promoteFrom names no HerokuNixApp
+	// of the namespace, or one that cannot be promoted from (it is itself
+	// promoting to this app, or deploys the same Heroku app).
+	ReasonPromotionSourceNotFound = "PromotionSourceNotFound"
+	// ReasonPromotionSourceNotReady: the source is not Ready yet; the
+	// promotion waits for it.
+	ReasonPromotionSourceNotReady = "PromotionSourceNotReady"
+	// ReasonPromotionAwaitingApproval: spec.promoteFrom.requireApproval
+	// holds the promotion until the approval annotation names the
+	// source's revision.
+	ReasonPromotionAwaitingApproval = "PromotionAwaitingApproval"
+	// ReasonPromoted: the images were copied from the promotion source
+	// (the Built condition of a promoted resource).
+	ReasonPromoted = "Promoted"
+	// ReasonPromotionCopyFailed: copying the source's images into this
+	// app's repositories failed; the running release is untouched.
+	ReasonPromotionCopyFailed = "PromotionCopyFailed"
 )
+
+// ApprovePromotionAnnotation approves a promotion held by
+// spec.promoteFrom.requireApproval: its value must be the source's
+// revision (status.revision of the source).
+const ApprovePromotionAnnotation = "herokunix.dev/approve-promotion"
 
 // ReconcileRequestAnnotation asks for a reconcile now when its value changes
 // (the same convention as Flux's reconcile.fluxcd.io/requestedAt).

@@ -11,6 +11,12 @@ import (
 // The nix.conf Secret is readable by every derivation builder, so it must not
 // be the Secret that holds the Heroku key (any key of it).
 // +kubebuilder:validation:XValidation:rule="!has(self.build) || !has(self.build.nixConfigSecretRef) || self.build.nixConfigSecretRef.name != self.credentialsSecretRef.name",message="nixConfigSecretRef must not name the credentials Secret: whatever it holds is readable by all build-time code",fieldPath=".build.nixConfigSecretRef.name"
+// +kubebuilder:validation:XValidation:rule="!has(self.config) || self.config.all(v, !has(v.valueFrom) || !has(v.valueFrom.secretKeyRef) || v.valueFrom.secretKeyRef.name != self.credentialsSecretRef.name)",message="config must not read the credentials Secret: the Heroku API key does not belong in the app's environment",fieldPath=".config"
+// +kubebuilder:validation:XValidation:rule="has(self.flake) != has(self.promoteFrom)",message="set exactly one of flake (build the images) and promoteFrom (take the images another HerokuNixApp runs)",fieldPath=".flake"
+// +kubebuilder:validation:XValidation:rule="!has(self.promoteFrom) || !has(self.build) || [has(self.build.image), has(self.build.substituters), has(self.build.trustedPublicKeys), has(self.build.nixConfigSecretRef), has(self.build.resources), has(self.build.nodeSelector), has(self.build.tolerations), has(self.build.affinity), has(self.build.priorityClassName), has(self.build.serviceAccountName)].all(set, !set)",message="build must not be set with promoteFrom: a promotion builds nothing",fieldPath=".build"
+// +kubebuilder:validation:XValidation:rule="has(self.promoteFrom) || has(self.processes)",message="processes is required when building (flake)",fieldPath=".processes"
+// +kubebuilder:validation:XValidation:rule="has(self.promoteFrom) || !has(self.processes) || self.processes.all(k, has(self.processes[k].attribute))",message="every process needs an attribute when building (flake)",fieldPath=".processes"
+// +kubebuilder:validation:XValidation:rule="!has(self.promoteFrom) || !has(self.processes) || self.processes.all(k, !has(self.processes[k].attribute) && !has(self.processes[k].command) && !has(self.processes[k].kind))",message="with promoteFrom, processes set only quantity and size: the images (and what they run) come from the source",fieldPath=".processes"
 type HerokuNixAppSpec struct {
 	// AppName is the Heroku app to release to. It must already exist, be a
 	// Cedar-generation app (Fir apps take no container images) and use the
@@ -33,17 +39,41 @@ type HerokuNixAppSpec struct {
 	// +kubebuilder:validation:XValidation:rule="!self.startsWith('-')",message="flake must not start with '-': Nix would read it as an option"
 	// +kubebuilder:validation:XValidation:rule="!self.contains('#')",message="flake must not contain '#': give the attribute per process instead"
 	// +kubebuilder:validation:XValidation:rule="size(bytes(self)) <= 1024",message="flake must be at most 1024 bytes long"
-	// +required
-	Flake string `json:"flake"`
+	// Exactly one of flake and promoteFrom is set.
+	// +optional
+	Flake string `json:"flake,omitempty"`
+
+	// PromoteFrom takes the images from another HerokuNixApp of this
+	// namespace instead of building: once it is Ready, the exact image IDs
+	// it runs are copied into this app's repositories and released here,
+	// with no Nix build (see docs/promotion.md). Exactly one of flake and
+	// promoteFrom is set.
+	// +optional
+	PromoteFrom *PromotionSource `json:"promoteFrom,omitempty"`
 
 	// Processes maps each Heroku process type (web, worker, release, …) to the
 	// flake output that provides its image. A "release" process runs as
-	// Heroku's release phase.
+	// Heroku's release phase. Required when building; with promoteFrom it
+	// may only set quantity and size of the types the source runs.
 	// +kubebuilder:validation:MinProperties=1
 	// +kubebuilder:validation:MaxProperties=16
 	// +kubebuilder:validation:XValidation:rule="self.all(k, k.matches('^[a-z][a-z0-9_-]{0,29}$'))",message="process types must start with a lowercase letter and contain only lowercase letters, digits, '-' and '_' (at most 30 characters)"
-	// +required
-	Processes map[string]Process `json:"processes"`
+	// +optional
+	Processes map[string]Process `json:"processes,omitempty"`
+
+	// Config are Heroku config vars this resource manages, each a literal
+	// value or a key of a Secret or ConfigMap in this namespace (see
+	// docs/config-vars.md). herokunix sets, changes and removes only these
+	// (a var removed from this list is removed from the app), one release
+	// per change, and leaves every other config var of the app alone.
+	// Names follow Heroku's advice (Dev Center "Configuration and Config
+	// Vars"): letters, digits and '_', not starting with a digit, "__" or
+	// "HEROKU_" (names Heroku sets itself, the API key among them).
+	// +kubebuilder:validation:MaxItems=128
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Config []ConfigVar `json:"config,omitempty"`
 
 	// CredentialsSecretRef names the Secret, in this namespace, that holds the
 	// Heroku API key.
@@ -98,11 +128,12 @@ func (s *HerokuNixAppSpec) IntervalDuration() time.Duration {
 // Process is one Heroku process type.
 type Process struct {
 	// Attribute is the flake output to build, e.g. packages.x86_64-linux.web.
+	// Required when building (flake); not set with promoteFrom.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=256
 	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9_][A-Za-z0-9_.'"+-]*$`
-	// +required
-	Attribute string `json:"attribute"`
+	// +optional
+	Attribute string `json:"attribute,omitempty"`
 
 	// Command starts the process when the output is a plain package (closure
 	// mode). A relative first element is taken inside the package, e.g.
@@ -155,6 +186,75 @@ func (r SecretKeyRef) KeyOrDefault() string {
 		return "apiKey"
 	}
 	return r.Key
+}
+
+// ConfigVar is one Heroku config var: a literal value or a key of a
+// Secret or ConfigMap, as a container's env entry is.
+// +kubebuilder:validation:XValidation:rule="has(self.value) != has(self.valueFrom)",message="set exactly one of value and valueFrom"
+type ConfigVar struct {
+	// Name of the config var.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('__')",message="config var names must not start with '__' (Heroku reserves them)"
+	// +kubebuilder:validation:XValidation:rule="!self.startsWith('HEROKU_')",message="config var names must not start with HEROKU_: Heroku sets those itself, and an API key does not belong in an app's environment"
+	// +required
+	Name string `json:"name"`
+
+	// Value is a literal value (it is stored in this resource: put
+	// secrets in a Secret and use valueFrom).
+	// +kubebuilder:validation:MaxLength=32768
+	// +optional
+	Value *string `json:"value,omitempty"`
+
+	// ValueFrom reads the value from a Secret or ConfigMap of this
+	// namespace; a change to it is applied at once (they are watched).
+	// +optional
+	ValueFrom *ConfigVarSource `json:"valueFrom,omitempty"`
+}
+
+// ConfigVarSource names where a config var's value is read.
+// +kubebuilder:validation:XValidation:rule="has(self.secretKeyRef) != has(self.configMapKeyRef)",message="set exactly one of secretKeyRef and configMapKeyRef"
+type ConfigVarSource struct {
+	// SecretKeyRef selects a key of a Secret.
+	// +optional
+	SecretKeyRef *KeyRef `json:"secretKeyRef,omitempty"`
+	// ConfigMapKeyRef selects a key of a ConfigMap (data or binaryData).
+	// +optional
+	ConfigMapKeyRef *KeyRef `json:"configMapKeyRef,omitempty"`
+}
+
+// KeyRef names a key of a Secret or ConfigMap in the resource's namespace.
+type KeyRef struct {
+	// Name of the Secret or ConfigMap.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +required
+	Name string `json:"name"`
+	// Key in its data.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +required
+	Key string `json:"key"`
+}
+
+// PromotionSource names the HerokuNixApp whose images are promoted.
+type PromotionSource struct {
+	// Name of a HerokuNixApp in this namespace (deploying another Heroku
+	// app).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +required
+	Name string `json:"name"`
+
+	// RequireApproval holds each promotion until a person approves it by
+	// setting the annotation herokunix.dev/approve-promotion to the
+	// source's revision (status.revision of the source).
+	// +optional
+	RequireApproval bool `json:"requireApproval,omitempty"`
 }
 
 // BuildOptions tunes the Nix build. Everything is optional.
@@ -306,6 +406,16 @@ type HerokuNixAppStatus struct {
 	// +optional
 	AppliedFormation string `json:"appliedFormation,omitempty"`
 
+	// Config is what this resource manages of the app's config vars: their
+	// names and a fingerprint of names and values (never a value).
+	// +optional
+	Config *ConfigStatus `json:"config,omitempty"`
+
+	// Promotion says where the images in status.images came from when
+	// they were promoted (spec.promoteFrom) rather than built.
+	// +optional
+	Promotion *PromotionStatus `json:"promotion,omitempty"`
+
 	// WebURL is the app's URL.
 	// +optional
 	WebURL string `json:"webURL,omitempty"`
@@ -399,6 +509,36 @@ type ReleaseStatus struct {
 	Images map[string]string `json:"images,omitempty"`
 }
 
+// ConfigStatus is what herokunix set of the app's config vars.
+type ConfigStatus struct {
+	// Keys are the config vars this resource set on Heroku, and so owns:
+	// the only ones it ever changes or removes.
+	// +listType=set
+	// +optional
+	Keys []string `json:"keys,omitempty"`
+	// Fingerprint is an HMAC-SHA256, keyed with the app's Heroku API key,
+	// of the names and values applied: it says whether the values changed
+	// without storing them, and cannot be checked against a guessed value
+	// without the key.
+	// +optional
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Release is the version of the latest release this resource made by
+	// changing config vars (0: none); a change of a managed var in a later
+	// release is someone else's (drift).
+	// +optional
+	Release int `json:"release,omitempty"`
+}
+
+// PromotionStatus is the source of promoted images.
+type PromotionStatus struct {
+	// Source is the HerokuNixApp the images were promoted from.
+	Source string `json:"source"`
+	// SourceApp is its Heroku app.
+	SourceApp string `json:"sourceApp"`
+	// Revision is the source's revision that was promoted.
+	Revision string `json:"revision"`
+}
+
 // ReleaseIntent is a release of images herokunix has asked for.
 type ReleaseIntent struct {
 	// Images are the image IDs asked for, per process type.
@@ -411,10 +551,12 @@ type ReleaseIntent struct {
 // HerokuNixApp deploys a Nix flake to a Heroku app as container images.
 // +kubebuilder:object:root=true
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name must be at most 63 characters: it labels the resource's build Jobs"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.promoteFrom) || self.spec.promoteFrom.name != self.metadata.name",message="spec.promoteFrom must name another HerokuNixApp",fieldPath=".spec.promoteFrom.name"
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=hna,categories=herokunix
 // +kubebuilder:printcolumn:name="App",type=string,JSONPath=`.spec.appName`
 // +kubebuilder:printcolumn:name="Revision",type=string,JSONPath=`.status.shortRevision`
+// +kubebuilder:printcolumn:name="From",type=string,JSONPath=`.status.promotion.source`
 // +kubebuilder:printcolumn:name="Release",type=string,JSONPath=`.status.release.name`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`

@@ -151,7 +151,9 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	}
 
 	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
-		Builder: builder,
+		Builder:          builder,
+		RegistryHost:     f.registryHost,
+		InsecureRegistry: f.insecureRegistry,
 		NewHeroku: func(key string) (controllers.HerokuAPI, error) {
 			return heroku.New(heroku.Options{
 				APIKey: key, BaseURL: f.herokuAPIURL, RegistryHost: f.registryHost,

@@ -95,6 +95,18 @@ var readOf = map[string]statusCase{
 	"the release phase failed":                        {argo: degraded, argoMessage: "ReleasePhaseFailed: release v43 failed", kstatus: status.FailedStatus},
 	"another resource already deploys the Heroku app": {argo: degraded, argoMessage: "AppConflict: Heroku app acme-shop is deployed by another HerokuNixApp", kstatus: status.FailedStatus},
 	"the build pod was evicted (retried)":             {argo: progressing, argoMessage: "BuildFailed: retrying: build shop-", kstatus: status.InProgressStatus},
+	"a Secret that spec.config reads is missing": {argo: degraded, argoMessage: "ConfigSourceNotFound: Secret team-a/shop-db not found (config var DATABASE_URL)",
+		kstatus: status.FailedStatus},
+	"spec.config is over Heroku's 32 kB":  {argo: degraded, argoMessage: "ConfigInvalid: the config vars in spec.config hold", kstatus: status.FailedStatus},
+	"the promotion source does not exist": {argo: degraded, argoMessage: "PromotionSourceNotFound: HerokuNixApp team-a/staging", kstatus: status.FailedStatus},
+	"the promotion source is not Ready": {argo: progressing, argoMessage: "PromotionSourceNotReady: waiting for HerokuNixApp staging",
+		kstatus: status.InProgressStatus},
+	// Waiting for a person is progress kstatus cannot tell from any other.
+	"a promotion waits for approval": {argo: progressing, argoMessage: "PromotionAwaitingApproval: promoting revision 9f2c1e0aa1b2 of staging waits for approval",
+		kstatus: status.InProgressStatus},
+	"promoted and released": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus},
+	"copying the promoted images failed": {argo: progressing, argoMessage: "PromotionCopyFailed: retrying", kstatus: status.InProgressStatus},
 }
 
 // statusCases are the rows of concludedFile, each with how it must be

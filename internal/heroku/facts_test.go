@@ -228,3 +228,40 @@ func TestErrorBodiesKeepHerokusExtras(t *testing.T) {
 		t.Errorf("429: %#v", err)
 	}
 }
+
+// heroku.md "Platform API in general": PATCH /apps/{app}/config-vars, null
+// deletes, each change a release.
+func TestConfigVarsAreSetAndNullDeletesEachChangeARelease(t *testing.T) {
+	e := newEnv(t)
+	e.stub.CreateApp("shop", "container")
+	ctx := t.Context()
+	one, two := "1", "2"
+	before := len(e.stub.Releases("shop"))
+	if err := e.client.UpdateConfigVars(ctx, "shop", map[string]*string{"A": &one, "B": &two}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.client.UpdateConfigVars(ctx, "shop", map[string]*string{"A": nil}); err != nil {
+		t.Fatal(err)
+	}
+	vars, err := e.client.ConfigVars(ctx, "shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vars) != 1 || vars["B"] != "2" {
+		t.Errorf("config vars %v, want B=2 alone", vars)
+	}
+	rels := e.stub.Releases("shop")[before:]
+	if len(rels) != 2 || rels[0].Description != "Set A, B config vars" || rels[1].Description != "Remove A config vars" {
+		t.Errorf("releases %+v, want one per change", rels)
+	}
+	e.stub.ResetCalls()
+	if err := e.client.UpdateConfigVars(ctx, "shop", nil); !errors.Is(err, ErrInvalidParams) {
+		t.Errorf("an empty change: %v", err)
+	}
+	if calls := e.apiCalls(); len(calls) != 0 {
+		t.Errorf("an empty change was sent: %+v", calls)
+	}
+	if _, err := e.client.ConfigVars(ctx, "nope"); !IsNotFound(err, "app") {
+		t.Errorf("a missing app: %v", err)
+	}
+}

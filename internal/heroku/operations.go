@@ -415,3 +415,30 @@ func (c *Client) AccountRateLimit(ctx context.Context) (int, error) {
 	}
 	return rl.Remaining, nil
 }
+
+// ConfigVars reads the app's config vars (GET /apps/{app}/config-vars).
+// The values are secrets: callers compare them and drop them, never log or
+// store them.
+func (c *Client) ConfigVars(ctx context.Context, app string) (map[string]string, error) {
+	var vars map[string]string
+	err := c.do(ctx, request{op: "config-vars.info", method: "GET",
+		path: "/apps/" + url.PathEscape(app) + "/config-vars"}, &vars)
+	if err != nil {
+		return nil, err
+	}
+	return vars, nil
+}
+
+// UpdateConfigVars sets config vars and removes those whose value is nil
+// (PATCH /apps/{app}/config-vars, null deletes; heroku.md "Platform API in
+// general"). Heroku makes one release for the request, which runs the
+// release phase when the formation holds a release image (heroku.md
+// "Release phase"). The answer (every var of the app, values included) is
+// not decoded.
+func (c *Client) UpdateConfigVars(ctx context.Context, app string, vars map[string]*string) error {
+	if len(vars) == 0 {
+		return &Error{Kind: KindInvalidParams, ID: "invalid_params", Message: "no config vars to update"}
+	}
+	return c.do(ctx, request{op: "config-vars.update", method: "PATCH",
+		path: "/apps/" + url.PathEscape(app) + "/config-vars", body: vars}, nil)
+}

@@ -223,6 +223,9 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	if err := e.client.Create(ctx, secret); err != nil {
 		return fmt.Errorf("creating the API-key Secret: %w", err)
 	}
+	if err := e.createConfigSecrets(ctx, &app); err != nil {
+		return err
+	}
 	if err := e.client.Create(ctx, &app); err != nil {
 		return fmt.Errorf("applying the sample: %w", err)
 	}
@@ -255,7 +258,62 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	}
 	cur := rels[len(rels)-1]
 	fmt.Fprintf(out, "\nHeroku stand-in: app %s runs release v%d (%s), images %v\n", app.Spec.AppName, cur.Version, cur.Status, cur.Images)
+	if err := e.printConfigVars(ctx, out, &app); err != nil {
+		return err
+	}
 	return e.runWebDyno(ctx, out, &app)
+}
+
+// createConfigSecrets makes the Secrets the sample's spec.config reads,
+// each key holding a made-up value, as a user would before applying it.
+func (e *Env) createConfigSecrets(ctx context.Context, app *herokunixv1.HerokuNixApp) error {
+	data := map[string]map[string]string{}
+	for _, v := range app.Spec.Config {
+		if v.ValueFrom == nil || v.ValueFrom.SecretKeyRef == nil {
+			continue
+		}
+		ref := v.ValueFrom.SecretKeyRef
+		if data[ref.Name] == nil {
+			data[ref.Name] = map[string]string{}
+		}
+		data[ref.Name][ref.Key] = "local-" + randomKey()[:8]
+	}
+	for name, kv := range data {
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: app.Namespace}, StringData: kv}
+		if err := e.client.Create(ctx, s); err != nil {
+			return fmt.Errorf("creating the sample's config Secret %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// printConfigVars shows which config vars herokunix set on the stand-in's
+// app and checks each holds its Secret's value (named, never printed).
+func (e *Env) printConfigVars(ctx context.Context, out io.Writer, app *herokunixv1.HerokuNixApp) error {
+	vars := e.Stub.ConfigVars(app.Spec.AppName)
+	for _, v := range app.Spec.Config {
+		got, ok := vars[v.Name]
+		if !ok {
+			return fmt.Errorf("the sample is Ready but config var %s is not set on the Heroku stand-in", v.Name)
+		}
+		from := "a literal value"
+		if v.Value != nil && got != *v.Value {
+			return fmt.Errorf("config var %s on the Heroku stand-in is not the sample's value", v.Name)
+		}
+		if v.ValueFrom != nil && v.ValueFrom.SecretKeyRef != nil {
+			ref := v.ValueFrom.SecretKeyRef
+			var s corev1.Secret
+			if err := e.client.Get(ctx, client.ObjectKey{Namespace: app.Namespace, Name: ref.Name}, &s); err != nil {
+				return err
+			}
+			if string(s.Data[ref.Key]) != got {
+				return fmt.Errorf("config var %s on the Heroku stand-in does not hold the value of Secret %s key %s", v.Name, ref.Name, ref.Key)
+			}
+			from = fmt.Sprintf("the value of Secret %s/%s key %s", app.Namespace, ref.Name, ref.Key)
+		}
+		fmt.Fprintf(out, "Heroku stand-in: config var %s is set to %s (values are never printed or stored on status)\n", v.Name, from)
+	}
+	return nil
 }
 
 // runWebDyno does what Heroku would do with the release: pull the web

@@ -130,6 +130,7 @@ func startHarness(t *testing.T, stubOpts herokustub.Options, otherNS string, opt
 		DeletionGracePeriod: 2 * time.Second,
 		HerokuRetryBase:     100 * time.Millisecond,
 		BuildRetryBase:      time.Second,
+		RegistryHost:        h.registryHost,
 	}
 	copts := controllers.Options{MaxConcurrentReconciles: 2}
 	for _, o := range opts {

@@ -77,9 +77,50 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"process type with a dot", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Processes = map[string]herokunixv1.Process{"web.1": {Attribute: "web"}}
 		}, "spec.processes"},
+		// An attribute is optional in the schema (a promotion sets none),
+		// so building without one is refused on spec.processes by CEL.
 		{"empty attribute", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Processes = map[string]herokunixv1.Process{"web": {}}
-		}, "spec.processes.web.attribute"},
+		}, "spec.processes"},
+		{"promoteFrom and flake", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
+		}, "spec.flake"},
+		{"promoteFrom with build options", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Flake, a.Spec.Processes = "", nil
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
+			a.Spec.Build.Image = "nixos/nix:2.24.9"
+		}, "spec.build"},
+		{"promoteFrom with a process attribute", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Flake = ""
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: "staging"}
+		}, "spec.processes"},
+		{"promoteFrom naming the resource itself", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Flake, a.Spec.Processes = "", nil
+			a.Spec.PromoteFrom = &herokunixv1.PromotionSource{Name: a.Name}
+		}, "spec.promoteFrom.name"},
+		{"config var named like Heroku's own", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "HEROKU_API_KEY", Value: ptr.To("x")}}
+		}, "spec.config[0].name"},
+		{"config var name with a hyphen", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "LOG-LEVEL", Value: ptr.To("x")}}
+		}, "spec.config[0].name"},
+		{"config var name starting with two underscores", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "__X", Value: ptr.To("x")}}
+		}, "spec.config[0].name"},
+		{"config var with a value and a source", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", Value: ptr.To("x"),
+				ValueFrom: &herokunixv1.ConfigVarSource{SecretKeyRef: &herokunixv1.KeyRef{Name: "s", Key: "k"}}}}
+		}, "spec.config[0]"},
+		{"config var from a Secret and a ConfigMap", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", ValueFrom: &herokunixv1.ConfigVarSource{
+				SecretKeyRef: &herokunixv1.KeyRef{Name: "s", Key: "k"}, ConfigMapKeyRef: &herokunixv1.KeyRef{Name: "c", Key: "k"}}}}
+		}, "spec.config[0].valueFrom"},
+		{"config var read from the credentials Secret", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "TOKEN", ValueFrom: &herokunixv1.ConfigVarSource{SecretKeyRef: &herokunixv1.KeyRef{Name: "heroku", Key: "other"}}}}
+		}, "spec.config"},
+		{"the same config var twice", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Config = []herokunixv1.ConfigVar{{Name: "X", Value: ptr.To("1")}, {Name: "X", Value: ptr.To("2")}}
+		}, "spec.config[1]"},
 		{"attribute that reads as a Nix option", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Processes = map[string]herokunixv1.Process{"web": {Attribute: "--impure"}}
 		}, "spec.processes.web.attribute"},
@@ -237,6 +278,7 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 	app.Status = herokunixv1.HerokuNixAppStatus{
 		ShortRevision: "9f2c1e0aa1b2",
 		Release:       &herokunixv1.ReleaseStatus{ID: "r1", Version: 42, Name: "v42", Status: "succeeded"},
+		Promotion:     &herokunixv1.PromotionStatus{Source: "staging", SourceApp: "acme-shop-staging", Revision: "9f2c1e0aa1b2"},
 		Conditions: []metav1.Condition{{
 			Type: herokunixv1.ConditionReady, Status: metav1.ConditionTrue, Reason: herokunixv1.ReasonReleased,
 			Message: "v42 runs 9f2c1e0aa1b2", LastTransitionTime: metav1.Now(),
@@ -249,7 +291,7 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"Name": "shop", "App": "acme-shop", "Revision": "9f2c1e0aa1b2", "Release": "v42", "Ready": "True", "Reason": "Released"}
+	want := map[string]any{"Name": "shop", "App": "acme-shop", "Revision": "9f2c1e0aa1b2", "From": "staging", "Release": "v42", "Ready": "True", "Reason": "Released"}
 	if len(table.Rows) != 1 {
 		t.Fatalf("got %d rows, want 1", len(table.Rows))
 	}
@@ -260,7 +302,7 @@ func TestPrinterColumnsInServerSideTable(t *testing.T) {
 			t.Errorf("column %s = %v, want %v", col.Name, table.Rows[0].Cells[i], w)
 		}
 	}
-	for _, name := range []string{"Name", "App", "Revision", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
+	for _, name := range []string{"Name", "App", "Revision", "From", "Release", "Ready", "Reason", "Age", "URL", "Flake", "Message"} {
 		if !seen[name] {
 			t.Errorf("column %s missing from the table", name)
 		}

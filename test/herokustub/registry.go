@@ -52,6 +52,19 @@ func registryFaultError(w http.ResponseWriter, status int) {
 // password and any user; repositories are <app>/<process-type> of an
 // existing app; manifests must be Docker schema 2 with a Docker config for
 // linux/amd64. It records the config digest of every manifest pushed.
+//
+// Cross-repository mounts (POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<repo>,
+// which go-containerregistry's remote.Write sends when it copies a
+// remote.Image of the same registry) are not implemented by pkg/registry:
+// it ignores mount and from and answers 202 with an ordinary upload, which
+// the distribution spec allows a registry to do. In practice the request
+// is never made here: pkg/registry's in-memory blob store is keyed by
+// digest alone, so a blob pushed to any repository is found by the HEAD
+// that precedes every upload, and a copy between two apps uploads nothing.
+// [U] Whether Heroku's registry honours mounts, and whether it shares
+// blobs between repositories of one account, is not documented; a real
+// registry scopes blobs to repositories, so the stand-in is more lenient
+// there than Heroku may be.
 func (s *Server) RegistryHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &recorder{ResponseWriter: w}

@@ -299,11 +299,20 @@ func formationImages(a *app) map[string]string {
 	return out
 }
 
-// patchConfigVars sets (or, with null, removes) config vars. Like Heroku,
-// every change makes a new release that runs the formation's images, and
-// runs the release phase when the formation holds a release image (Dev
-// Center "Release Phase": a config var change made by a user). Releases
-// made by add-ons skip the release phase; the stand-in has no add-ons.
+// patchConfigVars sets (or, with null, removes) config vars (heroku.md
+// "Platform API in general": null deletes) and answers 200 with every
+// config var of the app (heroku-go schema "Config Vars Update"). Like
+// Heroku, every request makes a new release that runs the formation's
+// images, even when no value changed (Dev Center "Configuration and Config
+// Vars": "Whenever you set or remove a config var using any method, your
+// app is restarted and a new release is created"), and runs the release
+// phase when the formation holds a release image (heroku.md "Release
+// phase": a config var change made by a user). Releases made by add-ons
+// skip the release phase; the stand-in has no add-ons.
+// [U] A body that is not an object of strings and nulls, or an empty
+// object, is refused with 400 bad_request; Heroku's answer to them is not
+// known. Names are not checked: whether Heroku refuses a name its Dev
+// Center advises against (a hyphen, "__", "HEROKU_") is not known.
 func (s *Server) patchConfigVars(w http.ResponseWriter, r *http.Request) {
 	var body map[string]*string
 	if err := json.NewDecoder(io.LimitReader(r.Body, maxRequestBody)).Decode(&body); err != nil || len(body) == 0 {
@@ -337,6 +346,16 @@ func (s *Server) SetConfigVars(appName string, vars map[string]*string) error {
 	return nil
 }
 
+// ConfigVars returns the app's config vars.
+func (s *Server) ConfigVars(appName string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.apps[appName]; a != nil {
+		return copyMap(a.configVars)
+	}
+	return nil
+}
+
 func (s *Server) setConfigVarsLocked(a *app, vars map[string]*string) {
 	if a.configVars == nil {
 		a.configVars = map[string]string{}
@@ -353,6 +372,11 @@ func (s *Server) setConfigVarsLocked(a *app, vars map[string]*string) {
 	}
 	sort.Strings(set)
 	sort.Strings(removed)
+	// "Set FOO config vars" / "Remove FOO config vars", as `heroku
+	// releases` shows a config change. [U] The ", " join of several names
+	// and the text of a request that both sets and removes (here: the set
+	// names only) are not documented; removing a var the app lacks still
+	// makes a release here, also [U].
 	var desc string
 	switch {
 	case len(set) > 0:
