@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -72,7 +73,8 @@ func printJSON(w io.Writer, v any) error {
 // is never given the Heroku key either.
 func runPrepareCache(args []string) error {
 	fs := flag.NewFlagSet("prepare-cache", flag.ContinueOnError)
-	root := fs.String("root", "/cache/nix", "the cache volume (a directory named nix)")
+	root := fs.String("root", "/cache/nix", "the cache directory (named nix) on the cache volume")
+	record := fs.String("record", "", "where the state of checked paths is kept, out of the build container's reach (default: beside --root)")
 	image := fs.String("image-nix", "/nix", "the Nix image's own /nix")
 	budget := fs.Int64("budget", 0, "collect garbage above 80% of this many bytes (0: never)")
 	timeout := fs.Duration("timeout", 30*time.Minute, "bound on the whole step")
@@ -87,7 +89,10 @@ func runPrepareCache(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	nix := nixbuild.Nix{TrustedPublicKeys: keys, Timeout: *timeout, Stderr: os.Stderr}
-	rep, err := nixbuild.PrepareCache(ctx, nix, nixbuild.CacheOptions{Dir: *root, ImageDir: *image, Budget: *budget})
+	if *record == "" {
+		*record = filepath.Join(filepath.Dir(*root), "herokunix-checked.json")
+	}
+	rep, err := nixbuild.PrepareCache(ctx, nix, nixbuild.CacheOptions{Dir: *root, ImageDir: *image, Budget: *budget, Record: *record})
 	if err != nil {
 		return err
 	}

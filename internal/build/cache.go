@@ -17,12 +17,15 @@ import (
 )
 
 // The cache volume (spec.build.cache.type Volume) as the build pod sees it:
-// the cache init container mounts it at cacheMountDir (its own /nix stays
-// the image's), the build container at /nix.
+// the cache init container mounts all of it at cacheMountDir (its own /nix
+// stays the image's), where the store is the directory cacheSubPath and
+// the record of what it checked sits beside it; the build container
+// mounts only cacheSubPath, at /nix, and cannot reach the record.
 const (
 	volCache      = "nix-cache"
 	containerSeed = "cache"
-	cacheMountDir = "/cache/nix"
+	cacheMountDir = "/cache"
+	cacheSubPath  = "nix"
 	nixDir        = "/nix"
 )
 
@@ -95,7 +98,7 @@ func cacheBudget(app *herokunixv1.HerokuNixApp) string {
 // copies from, and runs no user code; like the build container it is never
 // given the Heroku key.
 func cacheContainer(app *herokunixv1.HerokuNixApp, nixImage string) corev1.Container {
-	args := []string{"prepare-cache", "--root", cacheMountDir, "--budget", cacheBudget(app)}
+	args := []string{"prepare-cache", "--root", cacheMountDir + "/" + cacheSubPath, "--budget", cacheBudget(app)}
 	for _, k := range app.Spec.Build.TrustedPublicKeys {
 		args = append(args, "--trusted-public-key", k)
 	}

@@ -112,9 +112,12 @@ func TestACacheVolumeIsSeededThenMountedAtNix(t *testing.T) {
 	}
 	build := podContainer(pod, containerBuild)
 	if !slices.ContainsFunc(build.VolumeMounts, func(m corev1.VolumeMount) bool {
-		return m.Name == volCache && m.MountPath == nixDir && !m.ReadOnly
+		return m.Name == volCache && m.MountPath == nixDir && m.SubPath == "nix" && !m.ReadOnly
 	}) || !slices.Contains(build.Args, "--cache") {
-		t.Errorf("build mounts %v args %q: want the volume at /nix and --cache", build.VolumeMounts, build.Args)
+		t.Errorf("build mounts %v args %q: want the volume's nix directory (only) at /nix and --cache", build.VolumeMounts, build.Args)
+	}
+	if !slices.Contains(seed.Args, "/cache/nix") {
+		t.Errorf("seed args %q: want the store at /cache/nix, beside the record the build cannot see", seed.Args)
 	}
 	if push := podContainer(pod, containerPush); slices.ContainsFunc(push.VolumeMounts, func(m corev1.VolumeMount) bool { return m.Name == volCache }) {
 		t.Errorf("the push container mounts the cache")

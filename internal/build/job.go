@@ -153,7 +153,7 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
 		}})
 		initContainers = append(initContainers, cacheContainer(app, nixImage))
-		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volCache, MountPath: nixDir})
+		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volCache, MountPath: nixDir, SubPath: cacheSubPath})
 		buildArgs = append(buildArgs, "--cache", nixDir)
 	}
 

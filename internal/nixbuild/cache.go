@@ -3,6 +3,9 @@ package nixbuild
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -63,16 +66,18 @@ type CacheReport struct {
 	// Collected is true when the size bound ran the garbage collector.
 	Collected bool
 	// Kept and Deleted count the store paths checked and kept, and those
-	// deleted as untrusted or modified (with whatever refers to them).
-	Kept, Deleted int
+	// deleted as untrusted or modified (with whatever refers to them);
+	// Hashed counts those whose content was hashed (the others were as
+	// the record left them).
+	Kept, Deleted, Hashed int
 }
 
 func (r CacheReport) String() string {
 	if r.Seeded {
 		return "build cache seeded from the image (" + r.Reason + ")"
 	}
-	return fmt.Sprintf("build cache checked: %d paths kept, %d deleted (untrusted, modified, or referring to one), collected: %v",
-		r.Kept, r.Deleted, r.Collected)
+	return fmt.Sprintf("build cache checked: %d paths kept, %d deleted (untrusted, modified, or referring to one), %d hashed, collected: %v",
+		r.Kept, r.Deleted, r.Hashed, r.Collected)
 }
 
 // CacheOptions say where a cache and the image's own store are.
@@ -88,6 +93,15 @@ type CacheOptions struct {
 	// it, the garbage collector keeps only the last successful build's
 	// build-time closure. Zero means no bound.
 	Budget int64
+	// Record, when set, is a file outside the build container's reach
+	// (beside the cache directory on the volume, which the build
+	// container mounts only the cache directory of) where the state of
+	// every checked path is kept: the ctime, inode and size of each of its
+	// files, and its registration. A path found in that state again is
+	// not hashed again: its files cannot have been written since, as
+	// writing a file sets its ctime to the current time, which a
+	// container cannot set back.
+	Record string
 }
 
 // PrepareCache makes the cache at opts.Dir safe to build in, holding its
@@ -109,6 +123,16 @@ type CacheOptions struct {
 func PrepareCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, error) {
 	if filepath.Base(opts.Dir) != "nix" || filepath.Base(opts.ImageDir) != "nix" {
 		return CacheReport{}, fmt.Errorf("cache %s and image store %s must both be directories named nix", opts.Dir, opts.ImageDir)
+	}
+	// The cache directory is on the volume, where a build could have put
+	// a symlink in its place.
+	if fi, err := os.Lstat(opts.Dir); err == nil && !fi.IsDir() {
+		if err := os.Remove(opts.Dir); err != nil {
+			return CacheReport{}, fmt.Errorf("removing %s, which is not a directory: %w", opts.Dir, err)
+		}
+	}
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return CacheReport{}, err
 	}
 	unlock, err := LockCache(opts.Dir)
 	if err != nil {
@@ -150,6 +174,11 @@ func unseededReason(dir string) string {
 // seedCache empties the cache directory (its lock aside) and copies the
 // image's /nix into it.
 func seedCache(opts CacheOptions) error {
+	if opts.Record != "" {
+		if err := os.Remove(opts.Record); err != nil && !os.IsNotExist(err) {
+			return fmt.Errorf("seeding the cache: %w", err)
+		}
+	}
 	if err := os.Remove(filepath.Join(opts.Dir, cacheSeededFile)); err != nil && !os.IsNotExist(err) {
 		return fmt.Errorf("seeding the cache: %w", err)
 	}
@@ -188,11 +217,11 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 	cache, image := n, n
 	cache.Store, image.Store = storeFlag(opts.Dir), storeFlag(opts.ImageDir)
 
+	all, err := cache.allPaths(ctx)
+	if err != nil {
+		return rep, err
+	}
 	if opts.Budget > 0 {
-		all, err := cache.allPaths(ctx)
-		if err != nil {
-			return rep, err
-		}
 		var size int64
 		for _, p := range all {
 			size += p.NarSize
@@ -205,6 +234,9 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 				return rep, err
 			}
 			rep.Collected = true
+			if all, err = cache.allPaths(ctx); err != nil {
+				return rep, err
+			}
 		}
 	}
 
@@ -247,18 +279,27 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 		}
 	}
 
-	all, err := cache.allPaths(ctx)
-	if err != nil {
-		return rep, err
-	}
+	// Every path but the image's is checked: hashed and its trust looked
+	// at, unless the record shows it as it was when last checked.
+	record := readRecord(opts.Record, n.TrustedPublicKeys)
+	state := map[string]string{}
 	var check []string
 	checked := map[string]bool{}
 	for _, p := range all {
-		if !isImage[p.Path] {
+		if isImage[p.Path] {
+			continue
+		}
+		checked[p.Path] = true
+		st, err := pathState(opts.Dir, p)
+		if err != nil {
+			return rep, err
+		}
+		state[p.Path] = st
+		if record[p.Path] != st {
 			check = append(check, p.Path)
-			checked[p.Path] = true
 		}
 	}
+	rep.Hashed = len(check)
 	bad, err := cache.untrusted(ctx, check)
 	if err != nil {
 		return rep, err
@@ -281,6 +322,15 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 		rep.Deleted = len(doomed)
 	}
 	rep.Kept = len(checked)
+	if opts.Record != "" {
+		kept := map[string]string{}
+		for p := range checked {
+			kept[p] = state[p]
+		}
+		if err := writeRecord(opts.Record, n.TrustedPublicKeys, kept); err != nil {
+			return rep, err
+		}
+	}
 	var roots []string
 	for _, p := range lastRoots {
 		if checked[p] {
@@ -305,7 +355,8 @@ func readRoots(dir string) []string {
 	return paths
 }
 
-// allPaths lists every valid path of o's store with its size.
+// allPaths lists every valid path of o's store with its size and
+// registration.
 func (o Nix) allPaths(ctx context.Context) ([]pathInfo, error) {
 	out, err := o.nix(ctx, "nix path-info --all", "path-info", "--all", "--json")
 	if err != nil {
@@ -318,16 +369,113 @@ func (o Nix) allPaths(ctx context.Context) ([]pathInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	regs, err := registrations(out)
+	if err != nil {
+		return nil, err
+	}
 	infos := make([]pathInfo, len(sps))
 	for i, sp := range sps {
-		infos[i] = pathInfo{Path: sp.Path, NarSize: sp.NarSize}
+		infos[i] = pathInfo{Path: sp.Path, NarSize: sp.NarSize, Registration: regs[sp.Path]}
 	}
 	return infos, nil
 }
 
+// registrations are the entries of `nix path-info --json` by path, as
+// re-encoded JSON (keys sorted).
+func registrations(out []byte) (map[string][]byte, error) {
+	byPath := map[string]map[string]any{}
+	var list []map[string]any
+	if err := json.Unmarshal(out, &list); err == nil {
+		for _, e := range list {
+			if p, ok := e["path"].(string); ok {
+				byPath[p] = e
+			}
+		}
+	} else if err := json.Unmarshal(out, &byPath); err != nil {
+		return nil, fmt.Errorf("parsing nix path-info output: %w", err)
+	}
+	regs := make(map[string][]byte, len(byPath))
+	for p, e := range byPath {
+		b, err := json.Marshal(e)
+		if err != nil {
+			return nil, err
+		}
+		regs[p] = b
+	}
+	return regs, nil
+}
+
 type pathInfo struct {
-	Path    string
-	NarSize int64
+	Path         string
+	NarSize      int64
+	Registration []byte
+}
+
+// pathState fingerprints a store path as it is on disk in the cache dir:
+// its registration and, for each of its files, its name, mode, size,
+// inode and ctime (which writing, renaming, linking or chmod-ing it sets
+// to the current time).
+func pathState(dir string, p pathInfo) (string, error) {
+	h := sha256.New()
+	h.Write(p.Registration)
+	root := filepath.Join(dir, "store", filepath.Base(p.Path))
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("%s: no inode information", path)
+		}
+		rel, _ := filepath.Rel(root, path)
+		fmt.Fprintf(h, "%q %o %d %d %d.%d\n", rel, fi.Mode(), fi.Size(), st.Ino, st.Ctim.Sec, st.Ctim.Nsec)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("looking at %s: %w", p.Path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// cacheRecord is the record file's content.
+type cacheRecord struct {
+	// Keys are the trusted keys the paths were checked with: another set
+	// checks every path again.
+	Keys  []string          `json:"keys"`
+	Paths map[string]string `json:"paths"`
+}
+
+// readRecord returns the recorded state of each path checked with keys,
+// or nothing when there is no usable record.
+func readRecord(file string, keys []string) map[string]string {
+	if file == "" {
+		return nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil
+	}
+	var r cacheRecord
+	if json.Unmarshal(b, &r) != nil || !slices.Equal(r.Keys, slices.Sorted(slices.Values(keys))) {
+		return nil
+	}
+	return r.Paths
+}
+
+func writeRecord(file string, keys []string, paths map[string]string) error {
+	b, err := json.Marshal(cacheRecord{Keys: slices.Sorted(slices.Values(keys)), Paths: paths})
+	if err != nil {
+		return err
+	}
+	tmp := file + ".new"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("writing the cache record: %w", err)
+	}
+	return os.Rename(tmp, file)
 }
 
 // verifyFailure is how `nix store verify` names a path that fails.

@@ -87,7 +87,7 @@ func TestPrepareCacheKeepsOnlyWhatItCanVerify(t *testing.T) {
 	// The image holds m (standing in for its Nix).
 	nixCmd(t, "nix", "copy", "--no-check-sigs", "--to", filepath.Dir(image), paths["m"])
 
-	opts := nixbuild.CacheOptions{Dir: cache, ImageDir: image}
+	opts := nixbuild.CacheOptions{Dir: cache, ImageDir: image, Record: filepath.Join(tmp, "cache", "checked.json")}
 	rep, err := nixbuild.PrepareCache(t.Context(), n, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -155,6 +155,24 @@ func TestPrepareCacheKeepsOnlyWhatItCanVerify(t *testing.T) {
 	entries, _ := os.ReadDir(roots)
 	if len(entries) != 1 || entries[0].Name() != filepath.Base(paths["a"]) {
 		t.Errorf("roots after the check: %v, want a only", entries)
+	}
+
+	// Checked again as it was, nothing is hashed; a kept path altered
+	// since (with its registration left alone) is hashed, and deleted.
+	rep, err = nixbuild.PrepareCache(t.Context(), n, opts)
+	if err != nil || rep.Hashed != 0 || rep.Kept != rep.Hashed+1 {
+		t.Errorf("unchanged cache: %v, %v; want a kept without hashing", rep, err)
+	}
+	// The record also remembers what ran before: bring a back altered.
+	alter(paths["a"])
+	rep, err = nixbuild.PrepareCache(t.Context(), n, opts)
+	if err != nil || rep.Hashed != 1 || rep.Deleted != 1 || validIn(t, store, paths["a"]) {
+		t.Errorf("a altered after its check: %v, %v; want it hashed and deleted", rep, err)
+	}
+	nixCmd(t, "nix", "copy", "--no-check-sigs", "--to", store, paths["a"])
+	nixCmd(t, "nix", "store", "sign", "--store", store, "--key-file", keyFile, paths["a"])
+	if err := os.Symlink(paths["a"], filepath.Join(roots, filepath.Base(paths["a"]))); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
 	}
 
 	// Over the bound, only the rooted a (and the image's m) stay.
