@@ -76,7 +76,7 @@ func (r CacheReport) String() string {
 	if r.Seeded {
 		return "build cache seeded from the image (" + r.Reason + ")"
 	}
-	return fmt.Sprintf("build cache checked: %d paths kept, %d deleted (untrusted, modified, or referring to one), %d hashed, collected: %v",
+	return fmt.Sprintf("build cache checked: %d paths kept, %d deleted (untrusted or modified, or referring to one), %d hashed, collected: %v",
 		r.Kept, r.Deleted, r.Hashed, r.Collected)
 }
 
@@ -216,6 +216,8 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 	var rep CacheReport
 	cache, image := n, n
 	cache.Store, image.Store = storeFlag(opts.Dir), storeFlag(opts.ImageDir)
+	// Checking a store needs no binary cache.
+	cache.Offline, image.Offline = true, true
 
 	all, err := cache.allPaths(ctx)
 	if err != nil {
@@ -280,10 +282,12 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 	}
 
 	// Every path but the image's is checked: hashed and its trust looked
-	// at, unless the record shows it as it was when last checked.
+	// at, unless the record shows it as it was when last checked. A
+	// derivation (.drv) is checked here, against its path (the nix
+	// command would take a .drv argument for its outputs).
 	record := readRecord(opts.Record, n.TrustedPublicKeys)
 	state := map[string]string{}
-	var check []string
+	var check, bad []string
 	checked := map[string]bool{}
 	for _, p := range all {
 		if isImage[p.Path] {
@@ -295,15 +299,22 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 			return rep, err
 		}
 		state[p.Path] = st
-		if record[p.Path] != st {
+		switch {
+		case record[p.Path] == st:
+		case strings.HasSuffix(p.Path, ".drv"):
+			if !derivationIsIntact(opts.Dir, p) {
+				bad = append(bad, p.Path)
+			}
+		default:
 			check = append(check, p.Path)
 		}
 	}
 	rep.Hashed = len(check)
-	bad, err := cache.untrusted(ctx, check)
+	failed, err := cache.untrusted(ctx, check)
 	if err != nil {
 		return rep, err
 	}
+	bad = append(bad, failed...)
 	if len(bad) > 0 {
 		out, err := cache.nixStore(ctx, "nix-store --query --referrers-closure", append([]string{"--query", "--referrers-closure"}, bad...)...)
 		if err != nil {
@@ -316,7 +327,11 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 			}
 			delete(checked, p)
 		}
-		if _, err := cache.nix(ctx, "nix store delete", append([]string{"store", "delete"}, doomed...)...); err != nil {
+		// nix-store takes paths as they are, .drv files too. Without
+		// keep-derivations, a derivation whose outputs stay is not kept
+		// alive by them.
+		if _, err := cache.nixStore(ctx, "nix-store --delete", append([]string{"--delete",
+			"--option", "keep-derivations", "false", "--option", "keep-outputs", "false"}, doomed...)...); err != nil {
 			return rep, err
 		}
 		rep.Deleted = len(doomed)
@@ -634,4 +649,67 @@ func writeRoots(dir string, paths []string) error {
 		return errors.Join(err, os.RemoveAll(tmp))
 	}
 	return nil
+}
+
+// derivationIsIntact reports whether the .drv at path (in the cache
+// directory dir) is what its store path says it is: a derivation's path
+// is the hash of its content and references (Nix's makeTextPath), so a
+// changed file or reference list no longer matches the path.
+func derivationIsIntact(dir string, p pathInfo) bool {
+	var reg struct {
+		References []string `json:"references"`
+	}
+	if json.Unmarshal(p.Registration, &reg) != nil {
+		return false
+	}
+	real := filepath.Join(dir, "store", filepath.Base(p.Path))
+	if fi, err := os.Lstat(real); err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	content, err := os.ReadFile(real)
+	if err != nil {
+		return false
+	}
+	base := filepath.Base(p.Path)
+	_, name, ok := strings.Cut(base, "-")
+	if !ok {
+		return false
+	}
+	return textPath(name, content, reg.References) == p.Path
+}
+
+// textPath is the store path Nix gives a text file (a derivation) of
+// this name, content and references: makeStorePath("text:<refs>",
+// sha256(content), name).
+func textPath(name string, content []byte, refs []string) string {
+	sum := sha256.Sum256(content)
+	typ := "text"
+	for _, r := range slices.Sorted(slices.Values(refs)) {
+		typ += ":" + r
+	}
+	s := typ + ":sha256:" + hex.EncodeToString(sum[:]) + ":/nix/store:" + name
+	h := sha256.Sum256([]byte(s))
+	var compressed [20]byte
+	for i, b := range h {
+		compressed[i%20] ^= b
+	}
+	return "/nix/store/" + nixBase32(compressed[:]) + "-" + name
+}
+
+// nixBase32 is Nix's base-32 encoding of hashes (its own alphabet, bytes
+// read from the end).
+func nixBase32(b []byte) string {
+	const chars = "0123456789abcdfghijklmnpqrsvwxyz"
+	n := (len(b)*8-1)/5 + 1
+	out := make([]byte, 0, n)
+	for i := n - 1; i >= 0; i-- {
+		bit := i * 5
+		j, k := bit/8, bit%8
+		c := b[j] >> k
+		if j+1 < len(b) {
+			c |= b[j+1] << (8 - k)
+		}
+		out = append(out, chars[c&0x1f])
+	}
+	return string(out)
 }

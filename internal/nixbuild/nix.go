@@ -107,13 +107,12 @@ func (o Nix) globalArgs() []string {
 	}
 	if o.Offline {
 		args = append(args, "--option", "substituters", "")
-	} else {
-		if len(o.Substituters) > 0 {
-			args = append(args, "--option", "extra-substituters", strings.Join(o.Substituters, " "))
-		}
-		if len(o.TrustedPublicKeys) > 0 {
-			args = append(args, "--option", "extra-trusted-public-keys", strings.Join(o.TrustedPublicKeys, " "))
-		}
+	} else if len(o.Substituters) > 0 {
+		args = append(args, "--option", "extra-substituters", strings.Join(o.Substituters, " "))
+	}
+	// Keys matter offline too: checking a store's paths trusts them.
+	if len(o.TrustedPublicKeys) > 0 {
+		args = append(args, "--option", "extra-trusted-public-keys", strings.Join(o.TrustedPublicKeys, " "))
 	}
 	return args
 }
