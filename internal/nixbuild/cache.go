@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,26 +243,61 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 		}
 	}
 
-	imagePaths, err := image.allPaths(ctx)
-	if err != nil {
-		return rep, fmt.Errorf("listing the image's store: %w", err)
+	// The image's paths are put back as the image has them, unless the
+	// record shows them as they were put back last time.
+	rec := readRecord(opts.Record, n.TrustedPublicKeys)
+	var imagePaths []string
+	if rec != nil && rec.ImageListed {
+		imagePaths = slices.Sorted(maps.Keys(rec.Image))
+	} else {
+		listed, err := image.allPaths(ctx)
+		if err != nil {
+			return rep, fmt.Errorf("listing the image's store: %w", err)
+		}
+		for _, p := range listed {
+			imagePaths = append(imagePaths, p.Path)
+		}
 	}
+	byPath := pathsByName(all)
 	isImage := map[string]bool{}
+	restored := false
 	for _, p := range imagePaths {
-		isImage[p.Path] = true
-		base := filepath.Base(p.Path)
+		isImage[p] = true
+		if info, ok := byPath[p]; ok && rec != nil && rec.Image[p] != "" {
+			if st, err := pathState(opts.Dir, info); err == nil && st == rec.Image[p] {
+				continue
+			}
+		}
+		base := filepath.Base(p)
 		dst := filepath.Join(opts.Dir, "store", base)
 		if err := RemoveAllWritable(dst); err != nil {
 			return rep, err
 		}
 		if err := copyTree(filepath.Join(opts.ImageDir, "store", base), dst); err != nil {
-			return rep, fmt.Errorf("putting back the image's %s: %w", p.Path, err)
+			return rep, fmt.Errorf("putting back the image's %s: %w", p, err)
 		}
+		restored = true
 	}
-	if len(imagePaths) > 0 {
+	if restored {
 		if err := n.copyRegistrations(ctx, image.Store, cache.Store); err != nil {
 			return rep, err
 		}
+		if all, err = cache.allPaths(ctx); err != nil {
+			return rep, err
+		}
+		byPath = pathsByName(all)
+	}
+	imageState := map[string]string{}
+	for _, p := range imagePaths {
+		info, ok := byPath[p]
+		if !ok {
+			return rep, fmt.Errorf("the image's %s is not valid in the cache once put back", p)
+		}
+		st, err := pathState(opts.Dir, info)
+		if err != nil {
+			return rep, err
+		}
+		imageState[p] = st
 	}
 	// Roots and profiles are the image's again (a build's roots could keep
 	// an untrusted path alive); temporary roots and the hard-link
@@ -285,7 +321,10 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 	// at, unless the record shows it as it was when last checked. A
 	// derivation (.drv) is checked here, against its path (the nix
 	// command would take a .drv argument for its outputs).
-	record := readRecord(opts.Record, n.TrustedPublicKeys)
+	var record map[string]string
+	if rec != nil {
+		record = rec.Paths
+	}
 	state := map[string]string{}
 	var check, bad []string
 	checked := map[string]bool{}
@@ -316,11 +355,9 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 	}
 	bad = append(bad, failed...)
 	if len(bad) > 0 {
-		out, err := cache.nixStore(ctx, "nix-store --query --referrers-closure", append([]string{"--query", "--referrers-closure"}, bad...)...)
-		if err != nil {
-			return rep, err
-		}
-		doomed := strings.Fields(string(out))
+		// The references of the paths that stay were checked with them
+		// (signed, or part of a derivation's path) or are as recorded.
+		doomed := referrersClosure(all, bad)
 		for _, p := range doomed {
 			if !checked[p] {
 				return rep, fmt.Errorf("%s refers to an untrusted path", p)
@@ -342,7 +379,7 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 		for p := range checked {
 			kept[p] = state[p]
 		}
-		if err := writeRecord(opts.Record, n.TrustedPublicKeys, kept); err != nil {
+		if err := writeRecord(opts.Record, cacheRecord{Keys: n.TrustedPublicKeys, Paths: kept, Image: imageState, ImageListed: true}); err != nil {
 			return rep, err
 		}
 	}
@@ -390,7 +427,7 @@ func (o Nix) allPaths(ctx context.Context) ([]pathInfo, error) {
 	}
 	infos := make([]pathInfo, len(sps))
 	for i, sp := range sps {
-		infos[i] = pathInfo{Path: sp.Path, NarSize: sp.NarSize, Registration: regs[sp.Path]}
+		infos[i] = pathInfo{Path: sp.Path, NarSize: sp.NarSize, References: sp.References, Registration: regs[sp.Path]}
 	}
 	return infos, nil
 }
@@ -423,6 +460,7 @@ func registrations(out []byte) (map[string][]byte, error) {
 type pathInfo struct {
 	Path         string
 	NarSize      int64
+	References   []string
 	Registration []byte
 }
 
@@ -460,13 +498,18 @@ func pathState(dir string, p pathInfo) (string, error) {
 type cacheRecord struct {
 	// Keys are the trusted keys the paths were checked with: another set
 	// checks every path again.
-	Keys  []string          `json:"keys"`
+	Keys []string `json:"keys"`
+	// Paths are the checked paths' states, Image the image's paths'
+	// states when last put back.
 	Paths map[string]string `json:"paths"`
+	Image map[string]string `json:"image"`
+	// ImageListed says Image lists all the image's paths (none, maybe).
+	ImageListed bool `json:"imageListed"`
 }
 
-// readRecord returns the recorded state of each path checked with keys,
-// or nothing when there is no usable record.
-func readRecord(file string, keys []string) map[string]string {
+// readRecord returns the record of paths checked with keys, or nil when
+// there is no usable record.
+func readRecord(file string, keys []string) *cacheRecord {
 	if file == "" {
 		return nil
 	}
@@ -478,11 +521,12 @@ func readRecord(file string, keys []string) map[string]string {
 	if json.Unmarshal(b, &r) != nil || !slices.Equal(r.Keys, slices.Sorted(slices.Values(keys))) {
 		return nil
 	}
-	return r.Paths
+	return &r
 }
 
-func writeRecord(file string, keys []string, paths map[string]string) error {
-	b, err := json.Marshal(cacheRecord{Keys: slices.Sorted(slices.Values(keys)), Paths: paths})
+func writeRecord(file string, r cacheRecord) error {
+	r.Keys = slices.Sorted(slices.Values(r.Keys))
+	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
@@ -491,6 +535,39 @@ func writeRecord(file string, keys []string, paths map[string]string) error {
 		return fmt.Errorf("writing the cache record: %w", err)
 	}
 	return os.Rename(tmp, file)
+}
+
+func pathsByName(all []pathInfo) map[string]pathInfo {
+	m := make(map[string]pathInfo, len(all))
+	for _, p := range all {
+		m[p.Path] = p
+	}
+	return m
+}
+
+// referrersClosure is bad and every path of all that refers to one of
+// them, directly or not, sorted.
+func referrersClosure(all []pathInfo, bad []string) []string {
+	referrers := map[string][]string{}
+	for _, p := range all {
+		for _, r := range p.References {
+			if r != p.Path {
+				referrers[r] = append(referrers[r], p.Path)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	queue := slices.Clone(bad)
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		queue = append(queue, referrers[p]...)
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // verifyFailure is how `nix store verify` names a path that fails.
