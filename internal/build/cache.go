@@ -171,3 +171,12 @@ func (j *JobBuilder) ensureCacheClaim(ctx context.Context, app *herokunixv1.Hero
 	}
 	return nil
 }
+
+// nixImageFor is the Nix image app's build pod runs: spec.build.image, else
+// the default.
+func nixImageFor(app *herokunixv1.HerokuNixApp, images JobImages) string {
+	if app.Spec.Build.Image != "" {
+		return app.Spec.Build.Image
+	}
+	return images.Nix
+}

@@ -3,6 +3,7 @@ package build
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -117,7 +118,10 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 	if err != nil {
 		return nil, fmt.Errorf("encoding build request: %w", err)
 	}
-	nixImage := nixImageFor(app, images)
+	nixImage := images.Nix
+	if app.Spec.Build.Image != "" {
+		nixImage = app.Spec.Build.Image
+	}
 	jobLabels := map[string]string{LabelManagedBy: managedBy, LabelApp: app.Name, LabelBuildHash: b.SpecHash}
 
 	buildArgs := []string{"build", "--workspace", workspaceDir, "--timeout", b.Timeout.String(), "--request", string(req)}
@@ -141,18 +145,11 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 		buildArgs = append(buildArgs, "--nix-conf", nixConfDir+"/nix.conf")
 	}
 
-	initContainers := []corev1.Container{{
-		Name:            containerTools,
-		Image:           images.Tools,
-		Args:            []string{"install", toolsDir + "/manager"},
-		VolumeMounts:    []corev1.VolumeMount{{Name: volTools, MountPath: toolsDir}},
-		SecurityContext: nonRootSecurityContext(),
-	}}
-	if claim := CacheClaimName(app, nixImage); claim != "" {
+	claim := CacheClaimName(app, nixImage)
+	if claim != "" {
 		volumes = append(volumes, corev1.Volume{Name: volCache, VolumeSource: corev1.VolumeSource{
 			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
 		}})
-		initContainers = append(initContainers, cacheContainer(app, nixImage))
 		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volCache, MountPath: nixDir, SubPath: cacheSubPath})
 		buildArgs = append(buildArgs, "--cache", nixDir)
 	}
@@ -172,6 +169,13 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 		pushArgs = append(pushArgs, "--max-layers", strconv.Itoa(int(*n)))
 	}
 
+	nonRoot := &corev1.SecurityContext{
+		RunAsNonRoot:             ptr.To(true),
+		RunAsUser:                ptr.To[int64](65532),
+		AllowPrivilegeEscalation: ptr.To(false),
+		ReadOnlyRootFilesystem:   ptr.To(true),
+		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
 	job := &batchv1.Job{
 		ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: app.Namespace, Labels: jobLabels},
 		Spec: batchv1.JobSpec{
@@ -195,18 +199,27 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 					EnableServiceLinks:           ptr.To(false),
 					SecurityContext:              &corev1.PodSecurityContext{SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 					Volumes:                      volumes,
-					InitContainers: append(initContainers, corev1.Container{
-						// Nix in a pod runs single-user as root with the
-						// sandbox off (the sandbox needs privileges pods lack).
-						Name:                     containerBuild,
-						Image:                    nixImage,
-						Command:                  []string{toolsDir + "/manager"},
-						Args:                     buildArgs,
-						VolumeMounts:             buildMounts,
-						Resources:                resources,
-						TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
-						SecurityContext:          &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false)},
-					}),
+					InitContainers: []corev1.Container{
+						{
+							Name:            containerTools,
+							Image:           images.Tools,
+							Args:            []string{"install", toolsDir + "/manager"},
+							VolumeMounts:    []corev1.VolumeMount{{Name: volTools, MountPath: toolsDir}},
+							SecurityContext: nonRoot,
+						},
+						{
+							// Nix in a pod runs single-user as root with the
+							// sandbox off (the sandbox needs privileges pods lack).
+							Name:                     containerBuild,
+							Image:                    nixImage,
+							Command:                  []string{toolsDir + "/manager"},
+							Args:                     buildArgs,
+							VolumeMounts:             buildMounts,
+							Resources:                resources,
+							TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+							SecurityContext:          &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false)},
+						},
+					},
 					Containers: []corev1.Container{{
 						Name:  containerPush,
 						Image: images.Tools,
@@ -222,32 +235,16 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 							corev1.ResourceMemory:           resource.MustParse("256Mi"),
 							corev1.ResourceEphemeralStorage: pushEphemeralStorage,
 						}},
-						SecurityContext: nonRootSecurityContext(),
+						SecurityContext: nonRoot,
 					}},
 				},
 			},
 		},
 	}
+	if claim != "" {
+		// The cache step runs between tools (whose binary it runs) and build.
+		pod := &job.Spec.Template.Spec
+		pod.InitContainers = slices.Insert(pod.InitContainers, 1, cacheContainer(app, nixImage))
+	}
 	return job, nil
-}
-
-// nixImageFor is the Nix image app's build pod runs: spec.build.image, else
-// the default.
-func nixImageFor(app *herokunixv1.HerokuNixApp, images JobImages) string {
-	if app.Spec.Build.Image != "" {
-		return app.Spec.Build.Image
-	}
-	return images.Nix
-}
-
-// nonRootSecurityContext is for the containers that run the controller's
-// own image (tools, push).
-func nonRootSecurityContext() *corev1.SecurityContext {
-	return &corev1.SecurityContext{
-		RunAsNonRoot:             ptr.To(true),
-		RunAsUser:                ptr.To[int64](65532),
-		AllowPrivilegeEscalation: ptr.To(false),
-		ReadOnlyRootFilesystem:   ptr.To(true),
-		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-	}
 }
