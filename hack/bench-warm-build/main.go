@@ -9,9 +9,9 @@
 // Offline and without a cluster: the binary cache is a directory written
 // by `nix copy` (signed with a key made for the run) and served over HTTP
 // by this process, standing in for cache.nixos.org; its key is the only
-// trusted one. The volume is a directory bound over /nix in a private
-// mount namespace (the host's /nix is untouched), so it needs root, as
-// Nix in a build pod runs. The Nix image's /nix is an empty store, as
+// trusted one. The volume is a directory bound over /nix in private mount
+// and PID namespaces, as a container has them (the host's /nix is
+// untouched), so it needs root, as Nix in a build pod runs. The Nix image's /nix is an empty store, as
 // Debian's Nix keeps nix itself outside /nix.
 //
 // It prints the figures and one machine-readable last line:
@@ -65,11 +65,17 @@ func main() {
 	}
 }
 
-// runInNamespace runs in a private mount namespace (see nixCommand): it
-// binds dir over /nix and executes argv there.
+// runInNamespace runs in private mount and PID namespaces (see
+// nixCommand), as a container's first process: it binds dir over /nix,
+// mounts a /proc of its own and executes argv there.
 func runInNamespace(dir string, argv []string) error {
 	if err := syscall.Mount(dir, "/nix", "", syscall.MS_BIND|syscall.MS_REC, ""); err != nil {
 		return fmt.Errorf("binding %s over /nix: %w", dir, err)
+	}
+	// Nix's garbage collector looks for roots in every process's /proc
+	// entries; in a pod it sees the pod's processes only.
+	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mounting /proc: %w", err)
 	}
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
@@ -78,15 +84,16 @@ func runInNamespace(dir string, argv []string) error {
 	return syscall.Exec(path, argv, os.Environ())
 }
 
-// nixCommand runs argv with dir as /nix, in a mount namespace of its own
-// (Go makes its mounts private, so nothing reaches the host's /nix).
+// nixCommand runs argv with dir as /nix, in mount and PID namespaces of
+// its own, as a container would (Go makes the new namespace's mounts
+// private, so nothing reaches the host's /nix or /proc).
 func nixCommand(dir string, env []string, argv ...string) *exec.Cmd {
 	self, err := os.Executable()
 	if err != nil {
 		log.Fatal(err)
 	}
 	cmd := exec.Command(self, append([]string{inNamespace, dir}, argv...)...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Cloneflags: syscall.CLONE_NEWPID}
 	cmd.Env = env
 	return cmd
 }
@@ -264,12 +271,13 @@ func run(nDeps, kb int, keep bool) error {
 		start := time.Now()
 		// The record beside the store is what the build container, which
 		// mounts the volume's nix directory only, cannot reach in a pod.
-		prep := exec.Command(manager, "prepare-cache", "--root", volume, "--image-nix", filepath.Join(dirs["image"], "nix"),
-			"--budget", fmt.Sprint(int64(10)<<30), "--trusted-public-key", publicKey)
 		// Each pod has a HOME of its own (Nix keeps its fetcher and
 		// evaluation caches there), so the warm build finds none.
 		podEnv := append(slices.Clone(env), "HOME="+filepath.Join(tmp, "home-"+name))
-		prep.Env = podEnv
+		// The cache step sees the image's store at /nix, the volume
+		// elsewhere.
+		prep := nixCommand(filepath.Join(dirs["image"], "nix"), podEnv, manager, "prepare-cache", "--root", volume, "--image-nix", "/nix",
+			"--budget", fmt.Sprint(int64(10)<<30), "--trusted-public-key", publicKey)
 		if _, err := do(prep); err != nil {
 			return phase{}, err
 		}

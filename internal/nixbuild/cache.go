@@ -115,7 +115,9 @@ type CacheOptions struct {
 //  3. checks every other path with `nix store verify --sigs-needed 1`:
 //     its content must match its NAR hash, and that hash must be signed
 //     by a trusted key (n's and the image's nix.conf's), or the path be
-//     content-addressed. Paths that fail, and every path that refers to
+//     content-addressed; a derivation must be the file its path names.
+//     Paths found as opts.Record left them after their last check are
+//     not hashed again. Paths that fail, and every path that refers to
 //     one, are deleted.
 //
 // So what earlier builds left can reach a later one only as content a
