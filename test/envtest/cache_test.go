@@ -1,6 +1,7 @@
 package envtest
 
 import (
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,38 +20,55 @@ func TestBuildCacheClaimsStayWithTheirResource(t *testing.T) {
 	withCache := func(a *herokunixv1.HerokuNixApp) {
 		a.Spec.Build.Cache = &herokunixv1.BuildCache{Type: herokunixv1.BuildCacheVolume}
 	}
-	h1, h2 := newHarness(t), newHarness(t)
-	h1.createSecret()
-	h2.createSecret()
-	type built struct {
-		h   *harness
-		app *herokunixv1.HerokuNixApp
-	}
-	all := []built{{h1, h1.newApp("shop", withCache)}, {h1, h1.newApp("store", withCache)}, {h2, h2.newApp("shop", withCache)}}
+	var mu sync.Mutex
 	owner := map[string]string{} // claim name -> resource
-	for _, b := range all {
-		pod := b.h.buildJob(b.app).Spec.Template.Spec
-		var claims []string
-		for _, v := range pod.Volumes {
-			if v.PersistentVolumeClaim != nil {
-				claims = append(claims, v.PersistentVolumeClaim.ClaimName)
-			}
+	t.Run("namespaces", func(t *testing.T) {
+		for _, tc := range []struct {
+			ns    string
+			names []string
+		}{{"first", []string{"shop", "store"}}, {"second", []string{"shop"}}} {
+			t.Run(tc.ns, func(t *testing.T) {
+				h := newHarness(t)
+				h.createSecret()
+				for _, name := range tc.names {
+					// One Heroku app per resource: a second owner of one
+					// app would stall before it builds.
+					herokuApp := testHerokuApp
+					if name != "shop" {
+						herokuApp = "acme-" + name
+						h.stub.CreateApp(herokuApp, "container")
+					}
+					app := h.newApp(name, withCache, func(a *herokunixv1.HerokuNixApp) { a.Spec.AppName = herokuApp })
+					pod := h.buildJob(app).Spec.Template.Spec
+					var claims []string
+					for _, v := range pod.Volumes {
+						if v.PersistentVolumeClaim != nil {
+							claims = append(claims, v.PersistentVolumeClaim.ClaimName)
+						}
+					}
+					who := app.Namespace + "/" + app.Name
+					if len(claims) != 1 {
+						t.Fatalf("%s's build pod mounts claims %v, want its own one", who, claims)
+					}
+					var claim corev1.PersistentVolumeClaim
+					if err := k8sClient.Get(h.ctx, client.ObjectKey{Namespace: app.Namespace, Name: claims[0]}, &claim); err != nil {
+						t.Fatalf("%s's claim %s: %v", who, claims[0], err)
+					}
+					if !metav1.IsControlledBy(&claim, h.get(app)) || claim.Labels[build.LabelApp] != app.Name {
+						t.Errorf("%s's claim is controlled by %v, labelled %v", who, claim.OwnerReferences, claim.Labels)
+					}
+					mu.Lock()
+					// Names differ even across namespaces: they cover the UID.
+					if prev, ok := owner[claims[0]]; ok {
+						t.Errorf("%s and %s mount claims named %s", prev, who, claims[0])
+					}
+					owner[claims[0]] = who
+					mu.Unlock()
+				}
+			})
 		}
-		who := b.app.Namespace + "/" + b.app.Name
-		if len(claims) != 1 {
-			t.Fatalf("%s's build pod mounts claims %v, want its own one", who, claims)
-		}
-		// Names differ even across namespaces: they cover the UID.
-		if prev, ok := owner[claims[0]]; ok {
-			t.Errorf("%s and %s mount claims named %s", prev, who, claims[0])
-		}
-		owner[claims[0]] = who
-		var claim corev1.PersistentVolumeClaim
-		if err := k8sClient.Get(b.h.ctx, client.ObjectKey{Namespace: b.app.Namespace, Name: claims[0]}, &claim); err != nil {
-			t.Fatalf("%s's claim %s: %v", who, claims[0], err)
-		}
-		if !metav1.IsControlledBy(&claim, b.h.get(b.app)) || claim.Labels[build.LabelApp] != b.app.Name {
-			t.Errorf("%s's claim is controlled by %v, labelled %v", who, claim.OwnerReferences, claim.Labels)
-		}
+	})
+	if len(owner) != 3 {
+		t.Errorf("claims %v, want three", owner)
 	}
 }
