@@ -4,6 +4,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -307,6 +308,13 @@ type BuildOptions struct {
 	// +optional
 	MaxLayers *int32 `json:"maxLayers,omitempty"`
 
+	// Cache keeps the build's Nix store between builds of this resource,
+	// so a rebuild fetches and builds only what changed (see
+	// docs/cache.md). Off by default: every build starts from the Nix
+	// image's store. Like placement, it never starts a new build.
+	// +optional
+	Cache *BuildCache `json:"cache,omitempty"`
+
 	// NodeSelector places the build pod on matching nodes (e.g. builders
 	// with large disks). Where a build runs does not change what it builds,
 	// so placement fields (and resources) never rebuild a spec that built;
@@ -338,6 +346,64 @@ type BuildOptions struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
 	// +optional
 	ServiceAccountName string `json:"serviceAccountName,omitempty"`
+}
+
+// BuildCacheType is where builds keep their Nix store.
+type BuildCacheType string
+
+const (
+	// BuildCacheNone keeps nothing: each build starts from the Nix image.
+	BuildCacheNone BuildCacheType = "None"
+	// BuildCacheVolume keeps /nix on a PersistentVolumeClaim of the
+	// resource's own.
+	BuildCacheVolume BuildCacheType = "Volume"
+)
+
+// DefaultBuildCacheSize is spec.build.cache.size's default.
+var DefaultBuildCacheSize = resource.MustParse("10Gi")
+
+// BuildCache keeps the Nix store of one resource's builds.
+// +kubebuilder:validation:XValidation:rule="self.type == 'Volume' || (!has(self.size) && !has(self.storageClassName))",message="size and storageClassName apply to cache type Volume only"
+type BuildCache struct {
+	// Type is None (each build starts from the Nix image's store) or
+	// Volume: a PersistentVolumeClaim made for this resource alone, in its
+	// namespace, holds /nix for its build pods. It is seeded from the Nix
+	// image on first use, checked before every build (only paths signed by
+	// a trusted key or content-addressed are kept) and deleted with the
+	// resource. Two resources never share one.
+	// +kubebuilder:validation:Enum=None;Volume
+	// +kubebuilder:default=None
+	// +optional
+	Type BuildCacheType `json:"type,omitempty"`
+
+	// Size of the claim (default 10Gi). When the store holds more than
+	// 80% of it before a build, everything but the last successful
+	// build's build-time closure is collected. Changing it (or the storage
+	// class, or the Nix image) starts a new, empty claim and deletes the
+	// old one.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('1Gi')) >= 0",message="cache size must be at least 1Gi"
+	// +optional
+	Size *resource.Quantity `json:"size,omitempty"`
+
+	// StorageClassName of the claim; the cluster's default class if unset.
+	// The claim is ReadWriteOnce.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+}
+
+// Enabled reports whether c asks for a cache volume.
+func (c *BuildCache) Enabled() bool {
+	return c != nil && c.Type == BuildCacheVolume
+}
+
+// SizeOrDefault is Size, or DefaultBuildCacheSize when unset.
+func (c *BuildCache) SizeOrDefault() resource.Quantity {
+	if c == nil || c.Size == nil {
+		return DefaultBuildCacheSize.DeepCopy()
+	}
+	return c.Size.DeepCopy()
 }
 
 // DeletionPolicy is what deleting the resource does to the Heroku app.

@@ -3,6 +3,7 @@
 //
 //	manager [flags]                 run the controller
 //	manager build --request JSON    (build container) run Nix, export for push
+//	manager prepare-cache --root D  (cache container) seed or check a build cache
 //	manager push --app A ...        (push container) push images, write result
 //	manager install PATH            (tools container) copy this binary to PATH
 package main
@@ -22,6 +23,8 @@ func main() {
 	switch cmd {
 	case "build":
 		err = runBuild(args[1:])
+	case "prepare-cache":
+		err = runPrepareCache(args[1:])
 	case "push":
 		err = runPush(args[1:])
 	case "install":

@@ -3,6 +3,7 @@ package build
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 
 	batchv1 "k8s.io/api/batch/v1"
@@ -145,6 +146,15 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 		buildArgs = append(buildArgs, "--nix-conf", nixConfDir+"/nix.conf")
 	}
 
+	claim := CacheClaimName(app, nixImage)
+	if claim != "" {
+		volumes = append(volumes, corev1.Volume{Name: volCache, VolumeSource: corev1.VolumeSource{
+			PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
+		}})
+		buildMounts = append(buildMounts, corev1.VolumeMount{Name: volCache, MountPath: nixDir, SubPath: cacheSubPath})
+		buildArgs = append(buildArgs, "--cache", nixDir)
+	}
+
 	resources := buildResources(app.Spec.Build.Resources)
 
 	pushEnv := []corev1.EnvVar{{
@@ -234,6 +244,11 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 				},
 			},
 		},
+	}
+	if claim != "" {
+		// The cache step runs between tools (whose binary it runs) and build.
+		pod := &job.Spec.Template.Spec
+		pod.InitContainers = slices.Insert(pod.InitContainers, 1, cacheContainer(app, nixImage))
 	}
 	return job, nil
 }

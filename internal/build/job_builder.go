@@ -49,6 +49,9 @@ func (j *JobBuilder) Ensure(ctx context.Context, app *herokunixv1.HerokuNixApp, 
 		if err := j.checkPodSecurity(ctx, app.Namespace); err != nil {
 			return State{}, err
 		}
+		if err := j.ensureCacheClaim(ctx, app, nixImageFor(app, j.Images)); err != nil {
+			return State{}, err
+		}
 		desired, err := DesiredJob(app, b, j.Images)
 		if err != nil {
 			return State{}, err

@@ -107,15 +107,21 @@ func Run(ctx context.Context, n Nix, req artifact.BuildRequest, workspace string
 	}
 	// Build each distinct attribute once, in a stable order.
 	built := map[string]string{}
+	var roots []string
 	for _, name := range slices.Sorted(maps.Keys(req.Processes)) {
 		p := req.Processes[name]
 		out, ok := built[p.Attribute]
 		if !ok {
-			out, err = n.build(ctx, locked, p.Attribute)
+			var drv string
+			out, drv, err = n.build(ctx, locked, p.Attribute)
 			if err != nil {
 				return nil, fmt.Errorf("process %q: %w", name, err)
 			}
 			built[p.Attribute] = out
+			roots = append(roots, out)
+			if artifact.IsStorePath(drv) {
+				roots = append(roots, drv)
+			}
 		}
 		po, err := n.export(ctx, ws, name, p, out)
 		if err != nil {
@@ -125,6 +131,11 @@ func Run(ctx context.Context, n Nix, req artifact.BuildRequest, workspace string
 	}
 	if err := artifact.WriteManifest(ws, m); err != nil {
 		return nil, err
+	}
+	if n.GCRootsDir != "" {
+		if err := writeRoots(n.GCRootsDir, roots); err != nil {
+			return nil, fmt.Errorf("recording the build's GC roots: %w", err)
+		}
 	}
 	return m, nil
 }
@@ -178,33 +189,33 @@ type buildResult struct {
 }
 
 // build builds locked#attr and returns its output path ("out", or the only
-// output if it has another name).
-func (o Nix) build(ctx context.Context, locked, attr string) (string, error) {
+// output if it has another name) and its derivation.
+func (o Nix) build(ctx context.Context, locked, attr string) (string, string, error) {
 	installable := locked + "#" + attr
 	out, err := o.nix(ctx, "nix build "+installable,
 		"build", "--json", "--no-link", "--print-build-logs", installable)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	var results []buildResult
 	if err := json.Unmarshal(out, &results); err != nil {
-		return "", fmt.Errorf("parsing nix build output: %w", err)
+		return "", "", fmt.Errorf("parsing nix build output: %w", err)
 	}
 	if len(results) != 1 {
-		return "", fmt.Errorf("nix build printed %d results for one attribute", len(results))
+		return "", "", fmt.Errorf("nix build printed %d results for one attribute", len(results))
 	}
 	outs := results[0].Outputs
 	path, ok := outs["out"]
 	if !ok {
 		if len(outs) != 1 {
-			return "", fmt.Errorf("%s has %d outputs and none is called out", attr, len(outs))
+			return "", "", fmt.Errorf("%s has %d outputs and none is called out", attr, len(outs))
 		}
 		for _, p := range outs {
 			path = p
 		}
 	}
 	if !artifact.IsStorePath(path) {
-		return "", fmt.Errorf("nix build returned %q, which is not a store path", path)
+		return "", "", fmt.Errorf("nix build returned %q, which is not a store path", path)
 	}
-	return path, nil
+	return path, results[0].DrvPath, nil
 }

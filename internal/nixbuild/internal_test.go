@@ -258,6 +258,9 @@ func TestGlobalArgs(t *testing.T) {
 				"--option", "extra-substituters", "https://a https://b", "--option", "extra-trusted-public-keys", "a:1"}},
 		{Nix{Sandbox: true, Offline: true},
 			[]string{"--extra-experimental-features", "nix-command flakes", "--option", "substituters", ""}},
+		{Nix{Sandbox: true, Offline: true, Store: "/cache", RequireSigs: true, TrustedPublicKeys: []string{"a:1"}},
+			[]string{"--extra-experimental-features", "nix-command flakes", "--store", "/cache", "--option", "require-sigs", "true",
+				"--option", "substituters", "", "--option", "extra-trusted-public-keys", "a:1"}},
 	} {
 		if got := tc.opts.globalArgs(); !slices.Equal(got, tc.want) {
 			t.Errorf("globalArgs(%+v) = %q, want %q", tc.opts, got, tc.want)
@@ -277,5 +280,25 @@ func TestNixGetsNoCredentialsFromTheEnvironment(t *testing.T) {
 	}
 	if !slices.Contains(env, "NIX_REMOTE=daemon") || !slices.Contains(env, "NIX_USER_CONF_FILES=/etc/extra.conf") {
 		t.Errorf("Nix's own settings were dropped: %v", env)
+	}
+}
+
+// TestTextPathIsNixs: a derivation Nix 2.8 wrote, with its references,
+// is found at the path textPath computes; another content is not.
+func TestTextPathIsNixs(t *testing.T) {
+	const drv = `Derive([("out","/nix/store/ggbqg8lqjwj75wznkv03h0x2bjr2in0j-a","","")],[],[],"x86_64-linux","/bin/sh",["-c","echo a > $out"],[("builder","/bin/sh"),("name","a"),("out","/nix/store/ggbqg8lqjwj75wznkv03h0x2bjr2in0j-a"),("system","x86_64-linux")])`
+	const want = "/nix/store/h0qb3wmwhkx4nsnnlp5janwnw1bz9ng8-a.drv"
+	if got := textPath("a.drv", []byte(drv), nil); got != want {
+		t.Errorf("textPath = %s, want %s", got, want)
+	}
+	const drvB = `Derive([("out","/nix/store/8dxl0xyxnrw4c2yyzv4qpjjsg2czrgdw-b","","")],[("/nix/store/h0qb3wmwhkx4nsnnlp5janwnw1bz9ng8-a.drv",["out"])],[],"x86_64-linux","/bin/sh",["-c","echo $a > $out"],[("a","/nix/store/ggbqg8lqjwj75wznkv03h0x2bjr2in0j-a"),("builder","/bin/sh"),("name","b"),("out","/nix/store/8dxl0xyxnrw4c2yyzv4qpjjsg2czrgdw-b"),("system","x86_64-linux")])`
+	if got := textPath("b.drv", []byte(drvB), []string{want}); got != "/nix/store/lsh2fhyp4xxqa99ak4ivfgs05ni8n6g9-b.drv" {
+		t.Errorf("textPath of a derivation with a reference = %s", got)
+	}
+	if got := textPath("a.drv", []byte(drv+" "), nil); got == want {
+		t.Errorf("another content has the same path")
+	}
+	if got := textPath("a.drv", []byte(drv), []string{want}); got == want {
+		t.Errorf("other references give the same path")
 	}
 }

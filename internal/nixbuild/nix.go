@@ -38,6 +38,15 @@ type Nix struct {
 	// Offline turns every substituter off (--option substituters ''), so a
 	// build never reaches the network for binary caches.
 	Offline bool
+	// Store is the store Nix opens (--store), when not the default one.
+	Store string
+	// RequireSigs passes require-sigs = true on the command line, so no
+	// nix.conf can accept unsigned paths from a substituter: set when the
+	// store outlives the build (a build cache).
+	RequireSigs bool
+	// GCRootsDir, when set, receives GC roots for what Run built (see
+	// CacheRootsDir), replacing those of the last run.
+	GCRootsDir string
 	// Timeout bounds a whole Resolve or Run; zero means no limit besides ctx.
 	Timeout time.Duration
 	// Stderr, if set, receives a live copy of Nix's output.
@@ -90,15 +99,20 @@ func (o Nix) globalArgs() []string {
 		// The sandbox needs privileges (namespaces, mounts) pods lack.
 		args = append(args, "--option", "sandbox", "false")
 	}
+	if o.Store != "" {
+		args = append(args, "--store", o.Store)
+	}
+	if o.RequireSigs {
+		args = append(args, "--option", "require-sigs", "true")
+	}
 	if o.Offline {
 		args = append(args, "--option", "substituters", "")
-	} else {
-		if len(o.Substituters) > 0 {
-			args = append(args, "--option", "extra-substituters", strings.Join(o.Substituters, " "))
-		}
-		if len(o.TrustedPublicKeys) > 0 {
-			args = append(args, "--option", "extra-trusted-public-keys", strings.Join(o.TrustedPublicKeys, " "))
-		}
+	} else if len(o.Substituters) > 0 {
+		args = append(args, "--option", "extra-substituters", strings.Join(o.Substituters, " "))
+	}
+	// Keys matter offline too: checking a store's paths trusts them.
+	if len(o.TrustedPublicKeys) > 0 {
+		args = append(args, "--option", "extra-trusted-public-keys", strings.Join(o.TrustedPublicKeys, " "))
 	}
 	return args
 }

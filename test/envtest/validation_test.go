@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -140,6 +141,18 @@ func TestInvalidSpecsAreRefusedNamingTheField(t *testing.T) {
 		{"substituter that is not a URL", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.Substituters = []string{"cache.example.org"} }, "spec.build.substituters[0]"},
 		{"layer budget over Heroku's ceiling of 40", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](41) }, "spec.build.maxLayers"},
 		{"layer budget of zero", func(a *herokunixv1.HerokuNixApp) { a.Spec.Build.MaxLayers = ptr.To[int32](0) }, "spec.build.maxLayers"},
+		{"cache volume under 1Gi", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.Cache = &herokunixv1.BuildCache{Type: herokunixv1.BuildCacheVolume, Size: ptr.To(resource.MustParse("500Mi"))}
+		}, "spec.build.cache.size"},
+		{"cache size without a cache volume", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.Cache = &herokunixv1.BuildCache{Size: ptr.To(resource.MustParse("10Gi"))}
+		}, "spec.build.cache"},
+		{"storage class without a cache volume", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.Cache = &herokunixv1.BuildCache{Type: herokunixv1.BuildCacheNone, StorageClassName: ptr.To("fast")}
+		}, "spec.build.cache"},
+		{"unknown cache type", func(a *herokunixv1.HerokuNixApp) {
+			a.Spec.Build.Cache = &herokunixv1.BuildCache{Type: "Bucket"}
+		}, "spec.build.cache.type"},
 		{"nix.conf from the Heroku key itself", func(a *herokunixv1.HerokuNixApp) {
 			a.Spec.Build.NixConfigSecretRef = &herokunixv1.SecretKeyRef{Name: "heroku", Key: "apiKey"}
 		}, "spec.build.nixConfigSecretRef.name"},
@@ -329,5 +342,30 @@ func TestLayerBudgetDefaultsTo32AndAcceptsTheCeiling(t *testing.T) {
 		if got := ptr.Deref(app.Spec.Build.MaxLayers, 0); got != want {
 			t.Errorf("%s: maxLayers %d, want %d", name, got, want)
 		}
+	}
+}
+
+// TestBuildCacheDefaultsToNoneAndAcceptsAVolume: a cache stanza without a
+// type keeps nothing; a volume with a size and class is accepted as given.
+func TestBuildCacheDefaultsToNoneAndAcceptsAVolume(t *testing.T) {
+	ns := newNamespace(t)
+	ctx := context.Background()
+	off := validApp(ns)
+	off.Name = "cache-default"
+	off.Spec.Build.Cache = &herokunixv1.BuildCache{}
+	if err := k8sClient.Create(ctx, off); err != nil {
+		t.Fatalf("an empty cache stanza refused: %v", err)
+	}
+	if off.Spec.Build.Cache.Type != herokunixv1.BuildCacheNone || off.Spec.Build.Cache.Enabled() {
+		t.Errorf("cache type defaulted to %q, want None", off.Spec.Build.Cache.Type)
+	}
+	on := validApp(ns)
+	on.Name = "cache-volume"
+	on.Spec.Build.Cache = &herokunixv1.BuildCache{Type: herokunixv1.BuildCacheVolume, Size: ptr.To(resource.MustParse("1Gi")), StorageClassName: ptr.To("standard")}
+	if err := k8sClient.Create(ctx, on); err != nil {
+		t.Fatalf("a 1Gi cache volume refused: %v", err)
+	}
+	if got := on.Spec.Build.Cache.SizeOrDefault(); got.Cmp(resource.MustParse("1Gi")) != 0 || !on.Spec.Build.Cache.Enabled() {
+		t.Errorf("cache %+v after create", on.Spec.Build.Cache)
 	}
 }
