@@ -21,6 +21,8 @@ type HerokuAPI interface {
 	RemoveProcessType(ctx context.Context, app, processType string) error
 	Formation(ctx context.Context, app string) ([]heroku.Formation, error)
 	ScaleFormation(ctx context.Context, app string, updates []heroku.Formation) error
+	Dynos(ctx context.Context, app string) ([]heroku.Dyno, error)
+	ReleaseOutput(ctx context.Context, streamURL string) (string, error)
 }
 
 // HerokuClients hands out one client per API key. The rate-limit budget is

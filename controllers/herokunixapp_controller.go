@@ -44,6 +44,9 @@ type HerokuNixAppReconciler struct {
 	DeletionGracePeriod time.Duration
 	// ReleasePollInterval is how often a pending release is looked at.
 	ReleasePollInterval time.Duration
+	// DynoPollInterval is how often a release's starting web dynos are
+	// looked at (default 5 s; at most 24 looks per release).
+	DynoPollInterval time.Duration
 }
 
 // ReconcilerConfig is what the reconciler needs besides a manager.
@@ -52,10 +55,11 @@ type ReconcilerConfig struct {
 	Builder build.Builder
 	// NewHeroku makes the Heroku client of an API key; one is made per key.
 	NewHeroku func(apiKey string) (HerokuAPI, error)
-	// DeletionGracePeriod and ReleasePollInterval: see the reconciler's
-	// fields (zero: their defaults).
+	// DeletionGracePeriod, ReleasePollInterval and DynoPollInterval: see
+	// the reconciler's fields (zero: their defaults).
 	DeletionGracePeriod time.Duration
 	ReleasePollInterval time.Duration
+	DynoPollInterval    time.Duration
 	// HerokuRetryBase is the first back-off of a resource Heroku turns
 	// away (rate limited, unavailable); it doubles up to 10 min. Zero: 5 s.
 	HerokuRetryBase time.Duration
@@ -81,6 +85,7 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 		Heroku:              &HerokuClients{New: cfg.NewHeroku},
 		DeletionGracePeriod: cfg.DeletionGracePeriod,
 		ReleasePollInterval: cfg.ReleasePollInterval,
+		DynoPollInterval:    cfg.DynoPollInterval,
 		retries:             herokuRetries{base: cfg.HerokuRetryBase},
 	}, nil
 }
@@ -181,6 +186,7 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outc
 		r.reconcileBuild,
 		r.reconcileRelease,
 		r.reconcileFormation,
+		r.reconcileServing,
 	} {
 		if err := s(ctx, p); err != nil {
 			return outcome{Err: err, RequestedAt: p.requestedAt, RequestWaits: p.requestWaits}
@@ -320,6 +326,9 @@ func readyMessage(app *herokunixv1.HerokuNixApp) string {
 		if app.Status.ShortRevision == "" {
 			msg = fmt.Sprintf("release %s of %s runs %s", rel.Name, app.Spec.AppName, app.Status.LockedFlake)
 		}
+		if s := app.Status.Serving; s != nil && s.Release == rel.Version && s.State == herokunixv1.DynoStateUp {
+			msg += ", serving (" + s.Dynos + ")"
+		}
 	}
 	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionBuilt); c != nil && c.Reason == herokunixv1.ReasonBuildFailed {
 		msg += "; the latest refresh failed to build (see Built)"
@@ -351,7 +360,7 @@ func (r *HerokuNixAppReconciler) eventOnReadyChange(before, after *herokunixv1.H
 func isFailureReason(reason string) bool {
 	switch reason {
 	case herokunixv1.ReasonBuildRunning, herokunixv1.ReasonReleasePending, herokunixv1.ReasonProgressing,
-		herokunixv1.ReasonSuspended, herokunixv1.ReasonDeleting:
+		herokunixv1.ReasonSuspended, herokunixv1.ReasonDeleting, herokunixv1.ReasonWaitingForDynos:
 		return false
 	}
 	return true

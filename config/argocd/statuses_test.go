@@ -58,6 +58,19 @@ var readOf = map[string]statusCase{
 		kstatus: status.InProgressStatus},
 	"deployed": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
 		kstatus: status.CurrentStatus},
+	// A release succeeded, its web dynos are still starting: not yet
+	// serving, so not Healthy.
+	"released, its web dynos starting": {argo: progressing, argoMessage: "WaitingForDynos: release v42 succeeded; waiting for its web dynos",
+		kstatus: status.InProgressStatus},
+	"deployed and serving": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2, serving (web.1 up)",
+		kstatus: status.CurrentStatus},
+	"deployed with no web process": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus},
+	// The release runs but does not serve: only a new release can help.
+	"a web dyno crashed on boot": {argo: degraded, argoMessage: "DynosCrashed: release v42 runs but does not serve",
+		kstatus: status.FailedStatus},
+	"the web dynos were not up after the last look": {argo: degraded, argoMessage: "DynosNotUp: the web dynos of v42 were not up",
+		kstatus: status.FailedStatus},
 	"deployed after a reconcile request": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
 		kstatus: status.CurrentStatus},
 	"a refresh of a moving ref failed while the release keeps running": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
@@ -93,6 +106,8 @@ var readOf = map[string]statusCase{
 	"the API key is refused":                          {argo: degraded, argoMessage: "Unauthorized:", kstatus: status.FailedStatus},
 	"Heroku refused the release":                      {argo: degraded, argoMessage: "ReleaseFailed: releasing images", kstatus: status.FailedStatus},
 	"the release phase failed":                        {argo: degraded, argoMessage: "ReleasePhaseFailed: release v43 failed", kstatus: status.FailedStatus},
+	"the release phase failed with output": {argo: degraded, argoMessage: "ERROR: relation \"users\" does not exist",
+		kstatus: status.FailedStatus},
 	"another resource already deploys the Heroku app": {argo: degraded, argoMessage: "AppConflict: Heroku app acme-shop is already deployed", kstatus: status.FailedStatus},
 }
 
