@@ -114,6 +114,7 @@ func newHarnessWithStub(t *testing.T, stubOpts herokustub.Options, opts ...harne
 			return heroku.New(heroku.Options{APIKey: key, BaseURL: api.URL, RegistryHost: h.registryHost})
 		},
 		ReleasePollInterval: 100 * time.Millisecond,
+		DynoPollInterval:    250 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 		HerokuRetryBase:     100 * time.Millisecond,
 	}
