@@ -12,8 +12,14 @@
 // type against the formation, runs the release phase for every new release
 // while a release image is set, removes process types, rolls back, pages
 // with Heroku's ranges, writes Heroku's error bodies, resolves docker_image
-// to config digests actually pushed to <app>/<type>, and lets tests inject
-// faults. It imports no testing package.
+// to config digests actually pushed to <app>/<type>, lists the dynos the
+// formation runs of the current release (GET /apps/{app}/dynos, the
+// schema's fields and states), and lets tests inject faults. With
+// Options.RunImages it runs what it releases, as Heroku would: web dynos
+// are the released image's entrypoint run locally with $PORT (test/dyno),
+// reported starting, up or crashed from what really happens, and the
+// release phase is the release image's command, whose exit status decides
+// the release and whose output it streams. It imports no testing package.
 package herokustub
 
 import (
