@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -203,4 +205,32 @@ func TestSanitizeOutputTailBoundsAndCleans(t *testing.T) {
 	if got := sanitizeOutputTail(long, ""); len(got) > outputTailBytes || !strings.HasPrefix(got, "…") || !strings.HasSuffix(got, "é") {
 		t.Errorf("a long line is kept as %d bytes %q…", len(got), got[:10])
 	}
+}
+
+// FuzzSanitizeOutputTail: whatever a release command prints, the tail is
+// bounded, valid UTF-8, free of control characters and of the key.
+func FuzzSanitizeOutputTail(f *testing.F) {
+	f.Add("Running migrations\n\x1b[31mERROR\x1b[0m\r\n", "hk-secret")
+	f.Add("key=hk\x1b[0m-secret\rprogress\n\xff", "hk-secret")
+	f.Fuzz(func(t *testing.T, raw, key string) {
+		// Keys are letters, digits and dashes (a Heroku API key is a UUID
+		// or "HRKU-…"), so "<redacted>" cannot make one.
+		if len(key) < 4 || strings.IndexFunc(key, func(r rune) bool {
+			return !(r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z')
+		}) >= 0 {
+			key = ""
+		}
+		got := sanitizeOutputTail(raw, key)
+		if len(got) > outputTailBytes || strings.Count(got, "\n") >= outputTailLines || !utf8.ValidString(got) {
+			t.Fatalf("unbounded or invalid tail %q", got)
+		}
+		if key != "" && strings.Contains(strings.ReplaceAll(got, "<redacted>", "\n"), key) {
+			t.Fatalf("the key is in %q", got)
+		}
+		for _, r := range got {
+			if r != '\n' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r)) {
+				t.Fatalf("control character %U in %q", r, got)
+			}
+		}
+	})
 }
