@@ -129,7 +129,7 @@ func (r *HerokuNixAppReconciler) applyConfig(ctx context.Context, p *pass, want 
 		// Nothing came between: the config release runs this resource's
 		// images, and is followed as its release from now on.
 		app.Status.Release = releaseStatusOf(rel, ours.Images)
-		return r.releaseStatus(p, true)
+		return r.releaseStatus(ctx, p, true, rel.OutputStreamURL)
 	}
 	if rel.Status == heroku.ReleasePending {
 		return r.waitForPending(p, rel)

@@ -48,6 +48,13 @@ type fakeHeroku struct {
 	configVars map[string]string
 	// configReads counts ConfigVars calls.
 	configReads int
+	// dynoState is the state of the web dyno of the current release
+	// (default up); dynoReads counts Dynos calls.
+	dynoState string
+	dynoReads int
+	// outputs are the release-phase outputs by stream URL; a URL missing
+	// answers ErrNoOutput.
+	outputs map[string]string
 }
 
 var _ HerokuAPI = (*fakeHeroku)(nil)
@@ -196,6 +203,32 @@ func (f *fakeHeroku) Formation(context.Context, string) ([]heroku.Formation, err
 		return nil, err
 	}
 	return slices.Clone(f.formation), nil
+}
+
+// Dynos lists one web dyno, web.1 of the current release, in dynoState.
+func (f *fakeHeroku) Dynos(context.Context, string) ([]heroku.Dyno, error) {
+	f.dynoReads++
+	if err := f.err["Dynos"]; err != nil {
+		return nil, err
+	}
+	state := f.dynoState
+	if state == "" {
+		state = heroku.DynoUp
+	}
+	for _, r := range slices.Backward(f.releases) {
+		if r.Current {
+			return []heroku.Dyno{{Name: "web.1", Type: "web", State: state, ReleaseVersion: r.Version}}, nil
+		}
+	}
+	return nil, nil
+}
+
+func (f *fakeHeroku) ReleaseOutput(_ context.Context, url string) (string, error) {
+	out, ok := f.outputs[url]
+	if !ok {
+		return "", heroku.ErrNoOutput
+	}
+	return out, nil
 }
 
 func (f *fakeHeroku) ScaleFormation(_ context.Context, _ string, updates []heroku.Formation) error {

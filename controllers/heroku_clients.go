@@ -23,6 +23,8 @@ type HerokuAPI interface {
 	ScaleFormation(ctx context.Context, app string, updates []heroku.Formation) error
 	ConfigVars(ctx context.Context, app string) (map[string]string, error)
 	UpdateConfigVars(ctx context.Context, app string, vars map[string]*string) error
+	Dynos(ctx context.Context, app string) ([]heroku.Dyno, error)
+	ReleaseOutput(ctx context.Context, streamURL string) (string, error)
 }
 
 // HerokuClients hands out one client per API key. The rate-limit budget is

@@ -54,6 +54,9 @@ type HerokuNixAppReconciler struct {
 	// (default Heroku's registry, over HTTPS).
 	RegistryHost     string
 	InsecureRegistry bool
+	// DynoPollInterval is how often a release's starting web dynos are
+	// looked at (default 5 s; at most 24 looks per release).
+	DynoPollInterval time.Duration
 }
 
 // ReconcilerConfig is what the reconciler needs besides a manager.
@@ -62,10 +65,11 @@ type ReconcilerConfig struct {
 	Builder build.Builder
 	// NewHeroku makes the Heroku client of an API key; one is made per key.
 	NewHeroku func(apiKey string) (HerokuAPI, error)
-	// DeletionGracePeriod and ReleasePollInterval: see the reconciler's
-	// fields (zero: their defaults).
+	// DeletionGracePeriod, ReleasePollInterval and DynoPollInterval: see
+	// the reconciler's fields (zero: their defaults).
 	DeletionGracePeriod time.Duration
 	ReleasePollInterval time.Duration
+	DynoPollInterval    time.Duration
 	// HerokuRetryBase is the first back-off of a resource Heroku turns
 	// away (rate limited, unavailable); it doubles up to 10 min. Zero: 5 s.
 	HerokuRetryBase time.Duration
@@ -99,6 +103,7 @@ func NewReconciler(mgr ctrl.Manager, cfg ReconcilerConfig) (*HerokuNixAppReconci
 		DeletionGracePeriod: cfg.DeletionGracePeriod,
 		ReleasePollInterval: cfg.ReleasePollInterval,
 		BuildRetryBase:      cfg.BuildRetryBase,
+		DynoPollInterval:    cfg.DynoPollInterval,
 		retries:             herokuRetries{base: cfg.HerokuRetryBase},
 		RegistryHost:        cfg.RegistryHost,
 		InsecureRegistry:    cfg.InsecureRegistry,
@@ -211,6 +216,7 @@ func (r *HerokuNixAppReconciler) runPass(ctx context.Context, p *pass) (end outc
 		r.reconcileConfig,
 		r.reconcileRelease,
 		r.reconcileFormation,
+		r.reconcileServing,
 	} {
 		if err := s(ctx, p); err != nil {
 			return outcome{Err: err, RequestedAt: p.requestedAt, RequestWaits: p.requestWaits, BuildRetry: p.buildRetry}
@@ -362,6 +368,9 @@ func readyMessage(app *herokunixv1.HerokuNixApp) string {
 		if pr := app.Status.Promotion; pr != nil && app.Spec.PromoteFrom != nil {
 			msg += " (promoted from " + pr.Source + ")"
 		}
+		if s := app.Status.Serving; s != nil && s.Release == rel.Version && s.State == herokunixv1.DynoStateUp {
+			msg += ", serving (" + s.Dynos + ")"
+		}
 	}
 	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionBuilt); c != nil && c.Reason == herokunixv1.ReasonBuildFailed {
 		msg += "; the latest refresh failed to build (see Built)"
@@ -394,7 +403,7 @@ func isFailureReason(reason string) bool {
 	switch reason {
 	case herokunixv1.ReasonBuildRunning, herokunixv1.ReasonReleasePending, herokunixv1.ReasonProgressing,
 		herokunixv1.ReasonSuspended, herokunixv1.ReasonDeleting,
-		herokunixv1.ReasonPromotionSourceNotReady, herokunixv1.ReasonPromotionAwaitingApproval:
+		herokunixv1.ReasonPromotionSourceNotReady, herokunixv1.ReasonPromotionAwaitingApproval, herokunixv1.ReasonWaitingForDynos:
 		return false
 	}
 	return true

@@ -144,7 +144,7 @@ func (r *HerokuNixAppReconciler) resumeRelease(ctx context.Context, p *pass, ima
 		// resource's: it was recorded just before the PATCH.
 		app.Status.ReleaseIntent = nil
 		app.Status.Release = releaseStatusOf(rels[0], images)
-		return r.releaseStatus(p, true)
+		return r.releaseStatus(ctx, p, true, rels[0].OutputStreamURL)
 	}
 	latest := in.After
 	if len(rels) > 0 {
@@ -169,7 +169,7 @@ func (r *HerokuNixAppReconciler) sendImages(ctx context.Context, p *pass, images
 		app.Status.ReleaseIntent = nil
 		app.Status.Release = releaseStatusOf(rel, images)
 		r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
-		return r.releaseStatus(p, true)
+		return r.releaseStatus(ctx, p, true, rel.OutputStreamURL)
 	}
 	if rel != nil && !rel.Current {
 		// The latest release did not run (someone else's failed one): the
@@ -192,7 +192,7 @@ func (r *HerokuNixAppReconciler) sendImages(ctx context.Context, p *pass, images
 			fmt.Sprintf("Heroku runs these images in its current release %s (status %q)", releaseName(rel.Version), rel.Status))
 		return nil
 	}
-	return r.releaseStatus(p, false)
+	return r.releaseStatus(ctx, p, false, rel.OutputStreamURL)
 }
 
 // runningRelease finds the current release among the ones before
@@ -265,14 +265,15 @@ func (r *HerokuNixAppReconciler) followRelease(ctx context.Context, p *pass) err
 	}
 	changed := app.Status.Release.Status != rel.Status
 	app.Status.Release.Status = rel.Status
-	return r.releaseStatus(p, changed)
+	return r.releaseStatus(ctx, p, changed, rel.OutputStreamURL)
 }
 
 // releaseStatus turns the release's status into conditions. fresh says
-// the release was made, or changed status, in this pass (for metrics).
+// the release was made, or changed status, in this pass (for metrics, and
+// to read a failed release phase's output once, from streamURL).
 // Only "succeeded" is success: "expired" (artifacts destroyed) and a null
 // status say nothing about whether the images ran.
-func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
+func (r *HerokuNixAppReconciler) releaseStatus(ctx context.Context, p *pass, fresh bool, streamURL string) error {
 	app := p.app
 	rel := app.Status.Release
 	switch rel.Status {
@@ -283,6 +284,7 @@ func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
 	case heroku.ReleaseFailed:
 		if fresh {
 			metrics.ReleaseFinished(metrics.ResultFailed)
+			rel.OutputTail = r.readOutputTail(ctx, p, streamURL)
 		}
 		return releasePhaseFailed(app)
 	case heroku.ReleaseSucceeded:
@@ -305,9 +307,17 @@ func (r *HerokuNixAppReconciler) releaseStatus(p *pass, fresh bool) error {
 }
 
 // releasePhaseFailed stalls: Heroku keeps the previous release running, and
-// releasing the same images again would fail the same way.
+// releasing the same images again would fail the same way. The message
+// ends with the end of the release command's output, when Heroku streamed
+// it.
 func releasePhaseFailed(app *herokunixv1.HerokuNixApp) error {
-	msg := fmt.Sprintf("release %s failed its release phase; Heroku keeps running the previous release", app.Status.Release.Name)
+	rel := app.Status.Release
+	msg := fmt.Sprintf("release %s failed its release phase; Heroku keeps running the previous release", rel.Name)
+	if rel.OutputTail != "" {
+		msg += ". Its output ends:\n" + rel.OutputTail
+	} else {
+		msg += fmt.Sprintf(" (Heroku streamed no output for it: the release image needs curl for that; see `heroku logs --app %s --dyno release`)", app.Spec.AppName)
+	}
 	setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionFalse, herokunixv1.ReasonReleasePhaseFailed, msg)
 	return stalled(herokunixv1.ReasonReleasePhaseFailed, "%s", msg)
 }

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -85,6 +86,50 @@ var summaryRows = []summaryRow{
 		name: "deployed", deployed: true,
 		end:   func(*herokunixv1.HerokuNixApp) outcome { return outcome{} },
 		ready: metav1.ConditionTrue, reason: herokunixv1.ReasonReleased, requeue: requeueInterval,
+	},
+	{
+		name: "released, its web dynos starting", deployed: true,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			app.Status.Serving = &herokunixv1.ServingStatus{Release: 42, State: herokunixv1.DynoStateStarting, Looks: 1, Dynos: "web.1 starting"}
+			msg := "release v42 succeeded; waiting for its web dynos to come up (web.1 starting)"
+			setCondition(app, herokunixv1.ConditionServing, metav1.ConditionFalse, herokunixv1.ReasonWaitingForDynos, msg)
+			return outcome{Err: &waiting{Reason: herokunixv1.ReasonWaitingForDynos, Message: msg, After: 5 * time.Second}}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonWaitingForDynos, requeue: requeueAfter, after: 5 * time.Second,
+	},
+	{
+		name: "deployed and serving", deployed: true,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			app.Status.Serving = &herokunixv1.ServingStatus{Release: 42, State: herokunixv1.DynoStateUp, Looks: 2, Dynos: "web.1 up"}
+			return outcome{Err: servingVerdict(app, app.Status.Serving)}
+		},
+		ready: metav1.ConditionTrue, reason: herokunixv1.ReasonReleased, requeue: requeueInterval,
+	},
+	{
+		name: "deployed with no web process", deployed: true,
+		mutate: func(app *herokunixv1.HerokuNixApp) {
+			app.Spec.Processes = map[string]herokunixv1.Process{"worker": {Attribute: "packages.x86_64-linux.worker", Command: []string{"bin/worker"}}}
+		},
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			return outcome{Err: (&HerokuNixAppReconciler{}).reconcileServing(context.Background(), &pass{app: app})}
+		},
+		ready: metav1.ConditionTrue, reason: herokunixv1.ReasonReleased, requeue: requeueInterval,
+	},
+	{
+		name: "a web dyno crashed on boot", deployed: true,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			app.Status.Serving = &herokunixv1.ServingStatus{Release: 42, State: herokunixv1.DynoStateCrashed, Looks: 2, Dynos: "web.1 crashed"}
+			return outcome{Err: servingVerdict(app, app.Status.Serving)}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonDynosCrashed, requeue: requeueInterval,
+	},
+	{
+		name: "the web dynos were not up after the last look", deployed: true,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			app.Status.Serving = &herokunixv1.ServingStatus{Release: 42, State: herokunixv1.ServingGaveUp, Looks: maxDynoLooks, Dynos: "web.1 starting"}
+			return outcome{Err: servingVerdict(app, app.Status.Serving)}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonDynosNotUp, requeue: requeueInterval,
 	},
 	{
 		name: "deployed after a reconcile request", deployed: true,
@@ -292,6 +337,15 @@ var summaryRows = []summaryRow{
 			return outcome{Err: (&HerokuNixAppReconciler{}).copyFailed(app, "staging", errors.New("reading registry.heroku.com/acme-shop-staging/web@sha256:…: unexpected EOF"))}
 		},
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonPromotionCopyFailed, requeue: requeueAfter, after: time.Minute,
+	},
+	{
+		name: "the release phase failed with output", deployed: true,
+		end: func(app *herokunixv1.HerokuNixApp) outcome {
+			app.Status.Release.Version, app.Status.Release.Name, app.Status.Release.Status = 43, "v43", heroku.ReleaseFailed
+			app.Status.Release.OutputTail = sanitizeOutputTail("Running migrations\n\x1b[31mERROR: relation \"users\" does not exist\x1b[0m\n", testAPIKey)
+			return outcome{Err: releasePhaseFailed(app)}
+		},
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonReleasePhaseFailed, requeue: requeueInterval,
 	},
 	{
 		name: "another resource already deploys the Heroku app",

@@ -2,13 +2,15 @@ package v1alpha1
 
 // Condition types. Ready summarises; Reconciling and Stalled follow kstatus
 // (https://github.com/kubernetes-sigs/cli-utils/blob/master/pkg/kstatus/README.md);
-// Built and Released report the two halves of a deploy.
+// Built and Released report the two halves of a deploy; Serving says
+// whether the web dynos of the release came up.
 const (
 	ConditionReady       = "Ready"
 	ConditionReconciling = "Reconciling"
 	ConditionStalled     = "Stalled"
 	ConditionBuilt       = "Built"
 	ConditionReleased    = "Released"
+	ConditionServing     = "Serving"
 )
 
 // Condition reasons, CamelCase as metav1.Condition requires.
@@ -66,6 +68,20 @@ const (
 	// ReasonPromotionCopyFailed: copying the source's images into this
 	// app's repositories failed; the running release is untouched.
 	ReasonPromotionCopyFailed = "PromotionCopyFailed"
+	// ReasonWaitingForDynos: the release succeeded and its web dynos are
+	// still starting; they are looked at again shortly.
+	ReasonWaitingForDynos = "WaitingForDynos"
+	// ReasonDynosUp: the release's web dynos are up (Serving True).
+	ReasonDynosUp = "DynosUp"
+	// ReasonNoWebDynos: the spec runs no web dynos (no web process type,
+	// or quantity 0), so none are looked at (Serving True).
+	ReasonNoWebDynos = "NoWebDynos"
+	// ReasonDynosCrashed: a web dyno of the release crashed (it exited, or
+	// did not bind $PORT in time): the release runs but does not serve.
+	ReasonDynosCrashed = "DynosCrashed"
+	// ReasonDynosNotUp: the release's web dynos were not up after the
+	// bounded number of looks.
+	ReasonDynosNotUp = "DynosNotUp"
 )
 
 // ApprovePromotionAnnotation approves a promotion held by

@@ -428,7 +428,7 @@ type HerokuNixAppStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// Conditions: Ready, Reconciling, Stalled, Built, Released.
+	// Conditions: Ready, Reconciling, Stalled, Built, Released, Serving.
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -466,6 +466,12 @@ type HerokuNixAppStatus struct {
 	// ignores for the types that already run them.
 	// +optional
 	ReleaseIntent *ReleaseIntent `json:"releaseIntent,omitempty"`
+
+	// Serving is what the web dynos of Release were seen doing after it
+	// succeeded: looked at a bounded number of times per release, never on
+	// a resync.
+	// +optional
+	Serving *ServingStatus `json:"serving,omitempty"`
 
 	// AppliedFormation fingerprints the quantities and sizes last applied,
 	// so a resync does not read the formation back from Heroku.
@@ -573,6 +579,37 @@ type ReleaseStatus struct {
 	// Images are the image IDs released, per process type.
 	// +optional
 	Images map[string]string `json:"images,omitempty"`
+	// OutputTail is the end of the release phase's output when it failed
+	// (at most 20 lines, control characters and the API key removed), as
+	// Heroku streamed it; empty when Heroku had none (the release image
+	// must contain curl for Heroku to stream it).
+	// +optional
+	OutputTail string `json:"outputTail,omitempty"`
+}
+
+// Dyno states this resource records, as the Platform API names them (the
+// dyno schema's "state"); ServingGaveUp is herokunix's own.
+const (
+	DynoStateStarting = "starting"
+	DynoStateUp       = "up"
+	DynoStateCrashed  = "crashed"
+	// ServingGaveUp: the web dynos were not up after the bounded looks.
+	ServingGaveUp = "gave-up"
+)
+
+// ServingStatus is what the web dynos of one release were seen doing.
+type ServingStatus struct {
+	// Release is the version of the release whose web dynos were looked at.
+	Release int `json:"release"`
+	// State is starting (still looking), up, crashed, or gave-up.
+	// +kubebuilder:validation:Enum=starting;up;crashed;gave-up
+	State string `json:"state"`
+	// Looks is how many times the dynos were listed for this release.
+	Looks int32 `json:"looks"`
+	// Dynos are the release's web dynos and their states as last seen,
+	// e.g. "web.1 up, web.2 starting".
+	// +optional
+	Dynos string `json:"dynos,omitempty"`
 }
 
 // ConfigStatus is what herokunix set of the app's config vars.

@@ -16,7 +16,8 @@ import (
 // TestLocalDefaultDeploysTheSample runs what `make run` runs on a machine
 // with no cluster: the production manager, against the local default, builds
 // the sample flake with Nix, pushes and releases it on the Heroku stand-in,
-// the sample goes Ready, and its web image answers.
+// the sample goes Ready once the stand-in's web dyno (its image run locally
+// with $PORT) is up, and that dyno answers.
 func TestLocalDefaultDeploysTheSample(t *testing.T) {
 	fixturestest.RequireNix(t)
 	bin := filepath.Join(t.TempDir(), "local")
@@ -36,7 +37,8 @@ func TestLocalDefaultDeploysTheSample(t *testing.T) {
 	for _, want := range []string{
 		"$ kubectl get herokunixapps",
 		"Released",
-		`GET / -> "hello from herokunix\n"`,
+		", serving (web.1 up)",
+		`is up, serving: GET / -> "hello from herokunix\n"`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)

@@ -58,6 +58,19 @@ var readOf = map[string]statusCase{
 		kstatus: status.InProgressStatus},
 	"deployed": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
 		kstatus: status.CurrentStatus},
+	// A release succeeded, its web dynos are still starting: not yet
+	// serving, so not Healthy.
+	"released, its web dynos starting": {argo: progressing, argoMessage: "WaitingForDynos: release v42 succeeded; waiting for its web dynos",
+		kstatus: status.InProgressStatus},
+	"deployed and serving": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2, serving (web.1 up)",
+		kstatus: status.CurrentStatus},
+	"deployed with no web process": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
+		kstatus: status.CurrentStatus},
+	// The release runs but does not serve: only a new release can help.
+	"a web dyno crashed on boot": {argo: degraded, argoMessage: "DynosCrashed: release v42 runs but does not serve",
+		kstatus: status.FailedStatus},
+	"the web dynos were not up after the last look": {argo: degraded, argoMessage: "DynosNotUp: the web dynos of v42 were not up",
+		kstatus: status.FailedStatus},
 	"deployed after a reconcile request": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
 		kstatus: status.CurrentStatus},
 	"a refresh of a moving ref failed while the release keeps running": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
@@ -107,6 +120,8 @@ var readOf = map[string]statusCase{
 	"promoted and released": {argo: healthy, argoMessage: "release v42 of acme-shop runs 9f2c1e0aa1b2",
 		kstatus: status.CurrentStatus},
 	"copying the promoted images failed": {argo: progressing, argoMessage: "PromotionCopyFailed: retrying", kstatus: status.InProgressStatus},
+	"the release phase failed with output": {argo: degraded, argoMessage: "ERROR: relation \"users\" does not exist",
+		kstatus: status.FailedStatus},
 }
 
 // statusCases are the rows of concludedFile, each with how it must be

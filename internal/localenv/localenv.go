@@ -27,8 +27,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -42,9 +40,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
-	"github.com/herokunix/herokunix/internal/heroku"
 	"github.com/herokunix/herokunix/internal/kubetable"
-	"github.com/herokunix/herokunix/test/dyno"
 	"github.com/herokunix/herokunix/test/fixtures"
 	"github.com/herokunix/herokunix/test/herokustub"
 )
@@ -95,7 +91,9 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 		e.Stop()
 		return nil, err
 	}
-	e.Stub = herokustub.New(herokustub.Options{APIKey: e.apiKey})
+	// The stand-in runs what it releases, as Heroku would: the web dyno
+	// (with $PORT) and the release phase, so Ready means serving here too.
+	e.Stub = herokustub.New(herokustub.Options{APIKey: e.apiKey, RunImages: true, DynoDir: dir})
 	api, err := e.serve(e.Stub.APIHandler())
 	if err != nil {
 		e.Stop()
@@ -261,7 +259,7 @@ func (e *Env) DeploySample(ctx context.Context, out io.Writer) error {
 	if err := e.printConfigVars(ctx, out, &app); err != nil {
 		return err
 	}
-	return e.runWebDyno(ctx, out, &app)
+	return e.askWebDyno(ctx, out, &app)
 }
 
 // createConfigSecrets makes the Secrets the sample's spec.config reads,
@@ -316,40 +314,34 @@ func (e *Env) printConfigVars(ctx context.Context, out io.Writer, app *herokunix
 	return nil
 }
 
-// runWebDyno does what Heroku would do with the release: pull the web
-// image from the registry and start it with $PORT, then asks it for "/".
-func (e *Env) runWebDyno(ctx context.Context, out io.Writer, app *herokunixv1.HerokuNixApp) error {
-	web, ok := app.Status.Images["web"]
-	if !ok {
+// askWebDyno asks the web dyno the stand-in runs for the release (its
+// image's entrypoint, started locally with $PORT) for "/", as Heroku's
+// router would.
+func (e *Env) askWebDyno(ctx context.Context, out io.Writer, app *herokunixv1.HerokuNixApp) error {
+	if _, ok := app.Status.Images["web"]; !ok {
 		return nil
 	}
-	ref, err := name.ParseReference(e.RegistryHost + "/" + app.Spec.AppName + "/web@" + web.Digest)
-	if err != nil {
-		return err
+	for _, d := range e.Stub.Dynos(app.Spec.AppName) {
+		if d.Type != "web" || d.State != herokustub.DynoUp {
+			continue
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL+"/", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+		if err != nil {
+			return fmt.Errorf("asking web dyno %s: %w", d.Name, err)
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("asking web dyno %s: %w", d.Name, err)
+		}
+		fmt.Fprintf(out, "web dyno %s (release v%d) is %s, serving: GET / -> %q\n", d.Name, d.ReleaseVersion, d.State, body)
+		return nil
 	}
-	img, err := remote.Image(ref, remote.WithContext(ctx), remote.WithAuth(heroku.RegistryAuth(e.apiKey)))
-	if err != nil {
-		return fmt.Errorf("pulling the released web image: %w", err)
-	}
-	dir, err := os.MkdirTemp("", "herokunix-dyno-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	d, err := dyno.Start(ctx, img, dir, nil)
-	if err != nil {
-		return fmt.Errorf("starting the web dyno: %w", err)
-	}
-	defer d.Stop()
-	if err := d.WaitReady(ctx); err != nil {
-		return err
-	}
-	body, err := d.Get(ctx, "/")
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(out, "web dyno (image %s, run locally with PORT set): GET / -> %q\n", web.ImageID, body)
-	return nil
+	return fmt.Errorf("the sample is Ready but the stand-in runs no web dyno that is up: %+v", e.Stub.Dynos(app.Spec.AppName))
 }
 
 // printTable shows the resources as `kubectl get herokunixapps` would,

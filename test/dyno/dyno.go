@@ -55,6 +55,7 @@ const (
 type Dyno struct {
 	cmd     *exec.Cmd
 	url     string
+	root    string
 	out     *tailBuffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // set before done is closed
@@ -105,6 +106,7 @@ func Start(ctx context.Context, img v1.Image, dir string, env []string) (*Dyno, 
 	}
 	d := &Dyno{
 		url:  "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(port)),
+		root: dir,
 		out:  &tailBuffer{},
 		done: make(chan struct{}),
 	}
@@ -133,6 +135,18 @@ func Start(ctx context.Context, img v1.Image, dir string, env []string) (*Dyno, 
 	}()
 	return d, nil
 }
+
+// Done is closed when the process has exited, on its own or stopped.
+func (d *Dyno) Done() <-chan struct{} { return d.done }
+
+// Err is how the process exited (nil: status 0), once Done is closed.
+func (d *Dyno) Err() error {
+	<-d.done
+	return d.waitErr
+}
+
+// Root is the directory the image was unpacked into.
+func (d *Dyno) Root() string { return d.root }
 
 // URL is the dyno's base URL, http://127.0.0.1:<PORT>.
 func (d *Dyno) URL() string { return d.url }

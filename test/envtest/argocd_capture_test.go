@@ -31,6 +31,7 @@ import (
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/image"
+	"github.com/herokunix/herokunix/test/herokustub"
 )
 
 var updateArgoTestdata = flag.Bool("update-argocd-testdata", false,
@@ -51,6 +52,9 @@ const (
 	// (what `manager push` writes), so it needs no normalising.
 	capturedRevision = "9f2c1e0aa1b29f2c1e0aa1b29f2c1e0aa1b2abcd"
 )
+
+// capturedDynoLooks stands for the number of dyno lists status.serving counts.
+const capturedDynoLooks = 1
 
 // capturedJobHash stands for the hash part of a build Job's name.
 const capturedJobHash = "-0a1b2c3d4e"
@@ -104,6 +108,10 @@ func normalizeCaptured(obj map[string]any, ns string) map[string]any {
 	if c, ok := st["appClaim"].(map[string]any); ok {
 		setIfPresent(c, "appID", capturedAppID)
 		setIfPresent(c, "releaseID", capturedReleaseID)
+	}
+	if sv, ok := st["serving"].(map[string]any); ok {
+		// How many looks a capture catches depends on timing.
+		setIfPresent(sv, "looks", int64(capturedDynoLooks))
 	}
 	return out
 }
@@ -319,6 +327,22 @@ var argoScenarios = []struct {
 		h.eventuallyCondition(app, herokunixv1.ConditionStalled, metav1.ConditionTrue, herokunixv1.ReasonReleasePhaseFailed)
 		return []capture{pending, h.liveCapture("degraded_release_phase_failed.yaml", app)}
 	}},
+	{"the web dynos start, then crash", []string{"waiting_for_dynos.yaml", "degraded_dynos_crashed.yaml"}, func(h *harness) []capture {
+		h.createSecret()
+		app := h.newApp("shop", capturedApp)
+		h.completeJob(h.buildJob(app), h.pushFixedImages("web"))
+		h.eventuallyCondition(app, herokunixv1.ConditionReconciling, metav1.ConditionTrue, herokunixv1.ReasonWaitingForDynos)
+		waiting := h.captureAt("waiting_for_dynos.yaml", h.live(app).Object)
+		h.g.Expect(h.stub.SetDynoState(testHerokuApp, "web", herokustub.DynoCrashed)).To(Succeed())
+		h.eventuallyCondition(app, herokunixv1.ConditionStalled, metav1.ConditionTrue, herokunixv1.ReasonDynosCrashed)
+		return []capture{waiting, h.liveCapture("degraded_dynos_crashed.yaml", app)}
+	}},
+}
+
+// argoScenarioStubs configures the Heroku stand-in of the scenarios that
+// need more than the default (dynos up at once).
+var argoScenarioStubs = map[string]herokustub.Options{
+	"the web dynos start, then crash": {DynoState: herokustub.DynoStarting},
 }
 
 // The health check's testdata/ holds objects captured from real
@@ -345,7 +369,7 @@ func TestArgoCDTestdataIsCapturedFromRealReconciles(t *testing.T) {
 	}
 	for _, sc := range argoScenarios {
 		t.Run(sc.name, func(t *testing.T) {
-			h := newHarness(t)
+			h := newHarnessWithStub(t, argoScenarioStubs[sc.name])
 			caps := sc.run(h)
 			var files []string
 			for _, c := range caps {

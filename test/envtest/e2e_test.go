@@ -1,7 +1,10 @@
 package envtest
 
 import (
+	"io"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -15,6 +18,7 @@ import (
 	"github.com/herokunix/herokunix/internal/nixbuild"
 	"github.com/herokunix/herokunix/test/fixtures"
 	"github.com/herokunix/herokunix/test/fixtures/fixturestest"
+	"github.com/herokunix/herokunix/test/herokustub"
 )
 
 // withLocalBuilder builds in-process with the machine's Nix, offline.
@@ -32,10 +36,11 @@ func withLocalBuilder(t *testing.T) harnessOption {
 }
 
 // TestEndToEndWithTheLocalBuilder deploys a fixture flake with a real Nix
-// build, a real push and a real release against the Heroku stand-in.
+// build, a real push and a real release against the Heroku stand-in, which
+// runs the released web image: Ready comes once that dyno is really up.
 func TestEndToEndWithTheLocalBuilder(t *testing.T) {
 	fixturestest.RequireNix(t)
-	h := newHarness(t, withLocalBuilder(t))
+	h := newHarnessWithStub(t, herokustub.Options{RunImages: true, DynoDir: t.TempDir()}, withLocalBuilder(t), withDynoPoll(time.Second))
 	h.createSecret()
 	flake := fixturestest.Prepare(t, fixtures.Closure)
 	app := h.newApp("shop", func(a *herokunixv1.HerokuNixApp) {
@@ -55,6 +60,16 @@ func TestEndToEndWithTheLocalBuilder(t *testing.T) {
 	if got.Status.LockedFlake == "" {
 		t.Error("status has no locked flake")
 	}
+	if s := got.Status.Serving; s == nil || s.State != herokunixv1.DynoStateUp || s.Release != cur.Version {
+		t.Errorf("serving %+v, want the web dyno of v%d up", s, cur.Version)
+	}
+	dynos := h.stub.Dynos(testHerokuApp)
+	if len(dynos) != 1 || dynos[0].State != herokustub.DynoUp || dynos[0].ReleaseVersion != cur.Version {
+		t.Fatalf("the stand-in's dynos: %+v", dynos)
+	}
+	if body, err := httpGet(dynos[0].URL + "/"); err != nil || body != fixtures.ServerGreeting {
+		t.Errorf("GET / on the web dyno: %q, %v", body, err)
+	}
 	// The released image is in the registry, under the config digest Heroku runs.
 	ref, err := name.ParseReference(h.registryHost + "/" + testHerokuApp + "/web@" + web.Digest)
 	if err != nil {
@@ -67,4 +82,14 @@ func TestEndToEndWithTheLocalBuilder(t *testing.T) {
 	if id, _ := img.ConfigName(); id.String() != web.ImageID {
 		t.Errorf("pulled image ID %s, want %s", id, web.ImageID)
 	}
+}
+
+func httpGet(url string) (string, error) {
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }

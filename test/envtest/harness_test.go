@@ -127,6 +127,7 @@ func startHarness(t *testing.T, stubOpts herokustub.Options, otherNS string, opt
 			return heroku.New(heroku.Options{APIKey: key, BaseURL: api.URL, RegistryHost: h.registryHost})
 		},
 		ReleasePollInterval: 100 * time.Millisecond,
+		DynoPollInterval:    250 * time.Millisecond,
 		DeletionGracePeriod: 2 * time.Second,
 		HerokuRetryBase:     100 * time.Millisecond,
 		BuildRetryBase:      time.Second,

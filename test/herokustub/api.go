@@ -144,6 +144,7 @@ func (s *Server) newAPIHandler() http.Handler {
 	mux.HandleFunc("GET /apps/{app}/releases", s.listReleases)
 	mux.HandleFunc("GET /apps/{app}/releases/{release}", s.getRelease)
 	mux.HandleFunc("GET /apps/{app}/formation", s.listFormation)
+	mux.HandleFunc("GET /apps/{app}/dynos", s.listDynos)
 	mux.HandleFunc("GET /apps/{app}/formation/{type}", s.getFormation)
 	mux.HandleFunc("PATCH /apps/{app}/formation", s.patchFormation)
 	mux.HandleFunc("PATCH /apps/{app}/formation/{type}", s.patchFormationType)
@@ -178,16 +179,7 @@ func (s *Server) newAPIHandler() http.Handler {
 		}
 		// Release-phase output streams are pre-signed URLs: no auth, not counted.
 		if id, ok := strings.CutPrefix(r.URL.Path, "/streams/release/"); ok && r.Method == http.MethodGet {
-			s.mu.Lock()
-			out, found := s.outputs[id]
-			s.mu.Unlock()
-			if !found {
-				writeAPIError(rec, http.StatusNotFound, "not_found", "Couldn't find that stream.")
-				return
-			}
-			rec.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			rec.WriteHeader(http.StatusOK)
-			_, _ = rec.Write([]byte(out))
+			s.serveOutputStream(rec, r, id)
 			return
 		}
 		if !s.apiAuthorized(r) {

@@ -290,6 +290,7 @@ func (s *Server) applyScale(w http.ResponseWriter, a *app, updates []formationUp
 		f.UpdatedAt = now
 		out = append(out, formationJSON(a, f))
 	}
+	s.syncDynos(a)
 	return out, true
 }
 
@@ -361,6 +362,7 @@ func (s *Server) patchFormationType(w http.ResponseWriter, r *http.Request) {
 	}
 	delete(a.formation, typ)
 	f.DockerImage, f.UpdatedAt = "", now
+	s.syncDynos(a)
 	writeJSON(w, http.StatusOK, formationJSON(a, f))
 }
 

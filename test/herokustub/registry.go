@@ -181,6 +181,9 @@ func (s *Server) putManifest(w http.ResponseWriter, r *http.Request, repo, ref s
 	}
 	s.pushed[repo][config] = true
 	s.tags[repo+":"+ref] = config
+	if d, _, err := v1.SHA256(bytes.NewReader(body)); err == nil {
+		s.manifests[repo+"@"+config] = d.String()
+	}
 }
 
 // checkManifest returns the config digest, or why the manifest is refused.

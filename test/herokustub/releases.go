@@ -273,6 +273,10 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 func (s *Server) newRelease(a *app, desc string, images map[string]string) *Release {
 	if _, ok := images["release"]; ok {
 		rel := s.addRelease(a, desc, images, "pending")
+		if s.runImages {
+			s.startReleasePhase(a, rel)
+			return rel
+		}
 		s.outputs[rel.ID] = "Running release command...\n"
 		return rel
 	}

@@ -12,11 +12,18 @@
 // type against the formation, runs the release phase for every new release
 // while a release image is set, removes process types, rolls back, pages
 // with Heroku's ranges, writes Heroku's error bodies, resolves docker_image
-// to config digests actually pushed to <app>/<type>, and lets tests inject
-// faults. It imports no testing package.
+// to config digests actually pushed to <app>/<type>, lists the dynos the
+// formation runs of the current release (GET /apps/{app}/dynos, the
+// schema's fields and states), and lets tests inject faults. With
+// Options.RunImages it runs what it releases, as Heroku would: web dynos
+// are the released image's entrypoint run locally with $PORT (test/dyno),
+// reported starting, up or crashed from what really happens, and the
+// release phase is the release image's command, whose exit status decides
+// the release and whose output it streams. It imports no testing package.
 package herokustub
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -28,6 +35,8 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/herokunix/herokunix/test/dyno"
 )
 
 // Options configure a Server.
@@ -46,6 +55,21 @@ type Options struct {
 	BareApps bool
 	// Logger receives the wrapped registry's log; default discards.
 	Logger *log.Logger
+	// RunImages makes the stand-in run what Heroku would of a release: the
+	// web dynos (the image's entrypoint with $PORT, reported starting, up
+	// or crashed from what really happens) and the release phase (the
+	// release image's command; its exit status decides the release, its
+	// output is served on output_stream_url). Images must be real (a
+	// test's random images are not programs). Unset, nothing runs:
+	// release phases stay pending until CompletePendingRelease, and dynos
+	// are listed in DynoState.
+	RunImages bool
+	// DynoDir is where run images are unpacked (default: the system's
+	// temporary directory).
+	DynoDir string
+	// DynoState is the state of new dynos when RunImages is unset (default
+	// up); SetDynoState changes it.
+	DynoState string
 	// Describe writes the description of a docker release from the types
 	// it updated (type -> image ID). Heroku's text is known for one type
 	// only ("Deployed web (142013fe2b5c)"); default DescribeUpdated. Tests
@@ -156,7 +180,9 @@ type app struct {
 	releasedAt   *time.Time
 	releases     []*Release
 	formation    map[string]*Formation
-	configVars   map[string]string
+	// dynos by name (web.1): what the formation runs of the current release.
+	dynos      map[string]*dynoRec
+	configVars map[string]string
 }
 
 // Server is the stand-in. All methods are safe for concurrent use.
@@ -182,6 +208,22 @@ type Server struct {
 	tags    map[string]string          // repository:tag -> config digest
 	calls   []Call
 	outputs map[string]string // release id -> release-phase output
+	// manifests maps <repo>@<config digest> to the manifest digest pushed.
+	manifests map[string]string
+	// phases are release phases running (RunImages), by release id.
+	phases map[string]*dyno.Dyno
+	// noStream marks releases whose release phase streamed nothing (no
+	// curl in the release image).
+	noStream map[string]bool
+
+	runImages bool
+	dynoDir   string
+	dynoState string
+	// runCtx ends every process the stand-in runs (Close); runs counts
+	// the goroutines that watch them.
+	runCtx    context.Context
+	runCancel context.CancelFunc
+	runs      sync.WaitGroup
 }
 
 // New returns a Server with no apps.
@@ -200,6 +242,17 @@ func New(opts Options) *Server {
 		pushed:   map[string]map[string]bool{},
 		tags:     map[string]string{},
 		outputs:  map[string]string{},
+
+		manifests: map[string]string{},
+		phases:    map[string]*dyno.Dyno{},
+		noStream:  map[string]bool{},
+		runImages: opts.RunImages,
+		dynoDir:   opts.DynoDir,
+		dynoState: opts.DynoState,
+	}
+	s.runCtx, s.runCancel = context.WithCancel(context.Background())
+	if s.dynoState == "" {
+		s.dynoState = DynoUp
 	}
 	if s.budget <= 0 {
 		s.budget = 4500
@@ -224,9 +277,16 @@ func New(opts Options) *Server {
 	return s
 }
 
-// Close releases requests held by a Hang fault. Call it before closing the
-// HTTP server.
-func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closed) }) }
+// Close releases requests held by a Hang fault, stops every dyno and
+// release phase the stand-in runs and waits for them. Call it before
+// closing the HTTP server.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.runCancel()
+	})
+	s.runs.Wait()
+}
 
 // Faults is the fault injector.
 func (s *Server) Faults() *Faults { return s.faults }
@@ -254,7 +314,7 @@ func (s *Server) createApp(name, stack, generation string) {
 	now := s.now().UTC()
 	a := &app{id: newID(), name: name, stack: stack, buildStack: stack, generation: generation,
 		webURL:    fmt.Sprintf("https://%s-%s.herokuapp.com/", name, newID()[:12]),
-		createdAt: now, updatedAt: now, formation: map[string]*Formation{}}
+		createdAt: now, updatedAt: now, formation: map[string]*Formation{}, dynos: map[string]*dynoRec{}}
 	s.apps[name] = a
 	if !s.bareApps {
 		s.addRelease(a, "Initial release", nil, "succeeded")
@@ -517,6 +577,7 @@ func (s *Server) makeCurrent(a *app, r *Release) {
 		}
 		f.DockerImage, f.UpdatedAt = img, now
 	}
+	s.syncDynos(a)
 }
 
 func sortedFormation(a *app) []Formation {

@@ -124,7 +124,7 @@ func TestAPIAnswersLikeHeroku(t *testing.T) {
 		{"a wrong key is unauthorized", "GET", "/apps/shop", v3, "Bearer nope", 401, "unauthorized", false, true},
 		{"no Accept version is refused", "GET", "/apps/shop", "application/json", "Bearer " + key, 400, "missing_version", true, true},
 		{"an unknown version is refused", "GET", "/apps/shop", "application/vnd.heroku+json; version=2", "Bearer " + key, 400, "missing_version", true, true},
-		{"an unknown route is not found", "GET", "/apps/shop/dynos", v3, "Bearer " + key, 404, "not_found", true, true},
+		{"an unknown route is not found", "GET", "/apps/shop/addons", v3, "Bearer " + key, 404, "not_found", true, true},
 		{"an unknown verb is not found", "DELETE", "/apps/shop", v3, "Bearer " + key, 404, "not_found", true, true},
 		{"an unknown app is not found", "GET", "/apps/nope", v3, "Bearer " + key, 404, "not_found", true, true},
 		{"an unknown release is not found", "GET", "/apps/shop/releases/99", v3, "Bearer " + key, 404, "not_found", true, true},
