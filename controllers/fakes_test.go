@@ -41,8 +41,8 @@ type fakeHeroku struct {
 	err             map[string]error
 	writes          []string
 	removed         []string
-	// appReads counts App calls.
-	appReads int
+	// appReads counts App calls, releaseLists ReleasesAfter calls.
+	appReads, releaseLists int
 }
 
 var _ HerokuAPI = (*fakeHeroku)(nil)
@@ -164,6 +164,7 @@ func (f *fakeHeroku) Release(_ context.Context, _, id string) (*heroku.Release, 
 }
 
 func (f *fakeHeroku) ReleasesAfter(_ context.Context, _ string, version int) ([]*heroku.Release, error) {
+	f.releaseLists++
 	if err := f.err["ReleasesAfter"]; err != nil {
 		return nil, err
 	}

@@ -224,7 +224,7 @@ type outcome struct {
 func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	app := p.app
 	r.retries.backOff(client.ObjectKeyFromObject(app), end.Err)
-	res, err := conclude(app, end)
+	res, err := conclude(app, end, p.now)
 	r.eventOnReadyChange(before, app)
 	// A pass that changed nothing (a retry failing alike) writes nothing.
 	if !equality.Semantic.DeepEqual(before.Status, app.Status) {
@@ -238,10 +238,10 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 	return res, err
 }
 
-// conclude computes Ready, Reconciling and Stalled from how the pass
-// ended, and when to look again; an error it returns is retried with the
-// controller's back-off. It does no I/O.
-func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
+// conclude computes Ready, Reconciling and Stalled from how the pass at
+// now ended, and when to look again; an error it returns is retried with
+// the controller's back-off. It does no I/O.
+func conclude(app *herokunixv1.HerokuNixApp, end outcome, now time.Time) (ctrl.Result, error) {
 	var res ctrl.Result
 	err := end.Err
 	var se *stepError
@@ -281,7 +281,7 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
 		setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
-		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
+		res.RequeueAfter = resyncAfter(app, now)
 	}
 	if end.RequestWaits && err == nil && (res.RequeueAfter == 0 || res.RequeueAfter > requestRequeue) {
 		res.RequeueAfter = requestRequeue
@@ -311,6 +311,25 @@ func reasonOf(err error) string {
 // in bursts.
 func jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// resyncAfter is how long a resource at rest waits for its next pass:
+// until its next look for drift is due (an interval after the last) or
+// the next refresh build of its moving ref, whichever comes first, plus up
+// to a tenth of the interval so that resources deployed together spread
+// their Heroku reads out. Never sooner than an interval after the last
+// look, as a look is not due before (passes woken sooner, by a build Job
+// or a Secret, do not look); jittered at most 10% later.
+func resyncAfter(app *herokunixv1.HerokuNixApp, now time.Time) time.Duration {
+	interval := app.Spec.IntervalDuration()
+	next := now.Add(interval)
+	if last := app.Status.LastDriftCheck; last != nil && last.Time.Add(interval).Before(next) {
+		next = last.Time.Add(interval)
+	}
+	if due, ok := build.RefreshDue(app); ok && due.Before(next) {
+		next = due
+	}
+	return max(0, next.Sub(now)) + time.Duration(rand.Int64N(int64(interval/10)+1))
 }
 
 func readyMessage(app *herokunixv1.HerokuNixApp) string {

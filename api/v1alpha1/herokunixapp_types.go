@@ -299,6 +299,16 @@ type HerokuNixAppStatus struct {
 	// +optional
 	ReleaseIntent *ReleaseIntent `json:"releaseIntent,omitempty"`
 
+	// LastDriftCheck is when herokunix last saw that Heroku runs the
+	// release it made (it read the releases made since, or made the
+	// release), and for which generation of the spec. It reads them again
+	// once spec.interval has passed, the spec changed, or a reconcile was
+	// requested, whatever else wakes it (a build Job ending, a Secret), so
+	// a resource at rest spends at most one Heroku read an interval. On
+	// status, it holds across controller restarts.
+	// +optional
+	LastDriftCheck *DriftCheck `json:"lastDriftCheck,omitempty"`
+
 	// AppliedFormation fingerprints the quantities and sizes last applied,
 	// so a resync does not read the formation back from Heroku.
 	// +optional
@@ -361,6 +371,14 @@ type ReleaseStatus struct {
 	// Images are the image IDs released, per process type.
 	// +optional
 	Images map[string]string `json:"images,omitempty"`
+}
+
+// DriftCheck is when herokunix last looked for drift.
+type DriftCheck struct {
+	// Time is when it looked.
+	Time metav1.Time `json:"time"`
+	// Generation is the resource's generation it looked for.
+	Generation int64 `json:"generation"`
 }
 
 // ReleaseIntent is a release of images herokunix has asked for.
