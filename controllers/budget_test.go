@@ -46,7 +46,7 @@ func TestARefreshBuildSpendsOneHerokuReadAnInterval(t *testing.T) {
 		Images: map[string]artifact.Image{"web": {ImageID: app.Status.Images["web"].ImageID, Digest: app.Status.Images["web"].Digest}}}
 
 	pass(build.State{Phase: build.Running, Started: true}) // the resync that starts the refresh
-	for range 4 {                                           // its Job's events: the pod starts, gets ready, ends
+	for range 4 {                                          // its Job's events: the pod starts, gets ready, ends
 		now = now.Add(10 * time.Second)
 		pass(build.State{Phase: build.Running})
 	}
