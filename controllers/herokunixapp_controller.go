@@ -314,12 +314,10 @@ func jitter(d time.Duration) time.Duration {
 }
 
 // resyncAfter is how long a resource at rest waits for its next pass:
-// until its next look for drift is due (an interval after the last) or
-// the next refresh build of its moving ref, whichever comes first, plus up
-// to a tenth of the interval so that resources deployed together spread
-// their Heroku reads out. Never sooner than an interval after the last
-// look, as a look is not due before (passes woken sooner, by a build Job
-// or a Secret, do not look); jittered at most 10% later.
+// until its next look for drift is due (an interval after the last, not
+// sooner: a pass before would not look) or the next refresh build of its
+// moving ref, whichever comes first, plus up to a tenth of the interval so
+// that resources deployed together spread their Heroku reads out.
 func resyncAfter(app *herokunixv1.HerokuNixApp, now time.Time) time.Duration {
 	interval := app.Spec.IntervalDuration()
 	next := now.Add(interval)

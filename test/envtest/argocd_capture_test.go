@@ -45,6 +45,7 @@ const (
 	capturedCompleted = "2026-01-02T03:03:58Z"
 	capturedCondition = "2026-01-02T03:04:05Z"
 	capturedRequest   = "2026-01-02T03:10:00Z"
+	capturedDrift     = "2026-01-02T03:10:01Z"
 	capturedReleaseID = "01234567-89ab-cdef-0123-456789abcdef"
 	capturedWebURL    = "https://acme-shop-0123456789ab.herokuapp.com/"
 	// capturedRevision is the revision the builds report; it is an input
@@ -98,6 +99,9 @@ func normalizeCaptured(obj map[string]any, ns string) map[string]any {
 	}
 	if r, ok := st["release"].(map[string]any); ok {
 		setIfPresent(r, "id", capturedReleaseID)
+	}
+	if d, ok := st["lastDriftCheck"].(map[string]any); ok {
+		setIfPresent(d, "time", capturedDrift)
 	}
 	return out
 }
