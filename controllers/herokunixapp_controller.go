@@ -260,6 +260,10 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome, now time.Time) (ctrl.R
 		// Watches bring most fixes (spec, Secret); what changes on Heroku's
 		// side (stack, app, key) or upstream (a moving ref) is seen on resync.
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
+		if se.Reason == herokunixv1.ReasonDriftDetected {
+			// Drift is looked for again when the next look is due.
+			res.RequeueAfter = resyncAfter(app, now)
+		}
 		err = nil
 	case isStep:
 		markReconciling(app, se.Reason, "retrying: "+se.conditionMessage())
