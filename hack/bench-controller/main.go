@@ -147,8 +147,9 @@ func run(n, concurrency, intervals int, storm time.Duration) error {
 		storm, n, st.stormCalls, float64(st.stormCalls)/float64(n), st.stormRefused, float64(st.stormRefused)/float64(n))
 	fmt.Printf("after the storm: %d calls until %d of %d resources were Ready again (in %s)\n",
 		st.afterCalls, st.converged, n, st.convergence.Round(time.Second))
-	fmt.Printf("bench-controller: resources=%d storm_calls=%d calls_per_resource=%.2f converged=%d reads_per_interval=%.2f\n",
-		n, st.stormCalls, float64(st.stormCalls)/float64(n), st.converged, reads)
+	fmt.Printf("bench-controller: resources=%d storm_calls=%d calls_per_resource=%.2f storm_tries_per_resource=%.2f after_calls=%d converged=%d convergence_s=%.0f reads_per_interval=%.2f builds_per_interval=%.2f\n",
+		n, st.stormCalls, float64(st.stormCalls)/float64(n), float64(st.stormRefused+st.stormCalls)/float64(n), st.afterCalls,
+		st.converged, st.convergence.Seconds(), reads, builds)
 	return nil
 }
 
