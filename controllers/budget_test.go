@@ -139,6 +139,43 @@ func TestObservedDriftStaysStalledUntilTheNextLook(t *testing.T) {
 	}
 }
 
+// TestALookThatWaitsIsMadeAgain: a look that finds someone else's release
+// in its release phase waits for it; the next pass, however soon, looks
+// again (one read per look) and adopts it once it ran.
+func TestALookThatWaitsIsMadeAgain(t *testing.T) {
+	w, app := releaseWorld(t, true)
+	recordDriftCheck(&pass{app: app, now: testTime}) // ours was just released
+	saveStatus(t, w, app)
+	config := w.heroku.release("Set FOO config vars", heroku.ReleasePending)
+
+	look := func(requested string) (*herokunixv1.HerokuNixApp, error) {
+		t.Helper()
+		cur := w.get(t, app)
+		before := cur.DeepCopy()
+		p := w.pass(t, cur)
+		p.before, p.requestedAt = before, requested
+		err := w.r.reconcileRelease(context.Background(), p)
+		if perr := w.c.Status().Patch(context.Background(), cur, client.MergeFrom(before)); perr != nil {
+			t.Fatal(perr)
+		}
+		return cur, err
+	}
+	_, err := look("2026-01-02T03:00:00Z") // a reconcile request: the look is due
+	if endsAs(err) != "Waiting "+herokunixv1.ReasonReleasePending {
+		t.Fatalf("the look ends as %q, want Waiting %s", endsAs(err), herokunixv1.ReasonReleasePending)
+	}
+	config.Status, config.Current = heroku.ReleaseSucceeded, true
+	w.heroku.releases[0].Current = false
+	got, err := look("")
+	if err != nil || w.heroku.releaseLists != 2 || got.Status.Release.Version != config.Version {
+		t.Errorf("ends %v after %d release-list reads with release %+v; want the config release looked at again and adopted",
+			err, w.heroku.releaseLists, got.Status.Release)
+	}
+	if got.Status.LastDriftCheck == nil {
+		t.Errorf("the settled look is not recorded")
+	}
+}
+
 // TestOnlyABuildJobsEndWakesAPass: of a build Job's events, only those
 // that can change what a pass makes of the build wake one.
 func TestOnlyABuildJobsEndWakesAPass(t *testing.T) {

@@ -372,7 +372,9 @@ func removalNote(typ string) string {
 // spec.interval has passed since the last, when the spec changed since,
 // or on a reconcile request this pass handles. Until then the last look's
 // verdict stands without a Heroku read. A look that settled (nothing to
-// wait for or retry) is recorded on status, so it holds across restarts.
+// wait for or retry) is recorded on status, so it holds across restarts;
+// one that did not (a pending release to wait for, a failed read) is
+// forgotten, so the next pass looks again.
 func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
 	app := p.app
 	if !driftCheckDue(app, p.now, p.requestedAt != "") {
@@ -381,6 +383,8 @@ func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want m
 	err := r.lookForDrift(ctx, p, want)
 	if err == nil || isDriftStall(err) {
 		recordDriftCheck(p)
+	} else {
+		app.Status.LastDriftCheck = nil
 	}
 	return err
 }
