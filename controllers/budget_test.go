@@ -176,6 +176,26 @@ func TestALookThatWaitsIsMadeAgain(t *testing.T) {
 	}
 }
 
+// TestAFailedReadKeepsTheLastLook: a look Heroku turns away taught
+// nothing; the last look's verdict stands until the next is due, so the
+// passes that follow (a build Job ending during an outage) do not each try
+// again and deepen the back-off.
+func TestAFailedReadKeepsTheLastLook(t *testing.T) {
+	w, app := releaseWorld(t, true)
+	recordDriftCheck(&pass{app: app, now: testTime.Add(-time.Minute)})
+	last := app.Status.LastDriftCheck.DeepCopy()
+	w.heroku.err["ReleasesAfter"] = &heroku.Error{Kind: heroku.KindRateLimited, ID: "rate_limit", RetryAfter: time.Minute}
+	p := w.pass(t, app)
+	p.requestedAt = "2026-01-02T03:00:00Z"
+	err := w.r.reconcileRelease(context.Background(), p)
+	if endsAs(err) != "Retried "+herokunixv1.ReasonRateLimited+" after 1m0s" {
+		t.Fatalf("ends as %q", endsAs(err))
+	}
+	if got := app.Status.LastDriftCheck; got == nil || !got.Time.Equal(&last.Time) {
+		t.Errorf("lastDriftCheck %+v after a failed read, want the last look %+v kept", got, last)
+	}
+}
+
 // TestOnlyABuildJobsEndWakesAPass: of a build Job's events, only those
 // that can change what a pass makes of the build wake one.
 func TestOnlyABuildJobsEndWakesAPass(t *testing.T) {

@@ -371,16 +371,24 @@ func removalNote(typ string) string {
 // pass (a build Job ending, a Secret, a resync): a look is due once
 // spec.interval has passed since the last, when the spec changed since,
 // or on a reconcile request this pass handles. Until then the last look's
-// verdict stands without a Heroku read. A look that settled (nothing to
-// wait for or retry) is recorded on status, so it holds across restarts;
-// one that did not (a pending release to wait for, a failed read) is
-// forgotten, so the next pass looks again.
+// verdict stands without a Heroku read. A look is one read: the releases
+// from this resource's own on (its status too: it may have expired). One
+// that settled (nothing to wait for or to retry) is recorded on status, so
+// it holds across restarts; one that found a release to wait for or a
+// correction that failed is forgotten, so the next pass looks again. A
+// read that failed taught nothing: the last look's verdict stands (a look
+// due by time stays due), and the pass is retried with back-off.
 func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
 	app := p.app
 	if !driftCheckDue(app, p.now, p.requestedAt != "") {
 		return lastDriftVerdict(app)
 	}
-	err := r.lookForDrift(ctx, p, want)
+	ours := app.Status.Release
+	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version-1)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading the releases after "+ours.Name, err))
+	}
+	err = r.settleDrift(ctx, p, want, newer)
 	if err == nil || isDriftStall(err) {
 		recordDriftCheck(p)
 	} else {
@@ -414,8 +422,8 @@ func isDriftStall(err error) bool {
 	return errors.As(err, &se) && se.Stalling && se.Reason == herokunixv1.ReasonDriftDetected
 }
 
-// lookForDrift looks at the releases made after the one this resource made
-// (one read, however many there are). A pending one (someone's deploy or a
+// settleDrift acts on the releases from the one this resource made on
+// (however many there are, read at once). A pending one (someone's deploy or a
 // config var change in its release phase) is waited for, never released
 // over. One that failed leaves the current release running. With
 // driftPolicy Correct, when a newer release runs, the built images are
@@ -424,15 +432,9 @@ func isDriftStall(err error) bool {
 // Observe, a newer image release that ran is reported (by Heroku's
 // description: anything but a config var or add-on change); config
 // releases are adopted.
-func (r *HerokuNixAppReconciler) lookForDrift(ctx context.Context, p *pass, want map[string]string) error {
+func (r *HerokuNixAppReconciler) settleDrift(ctx context.Context, p *pass, want map[string]string, newer []*heroku.Release) error {
 	app := p.app
 	ours := app.Status.Release
-	// One read, from this resource's own release on: its status too (it
-	// may have expired).
-	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version-1)
-	if err != nil {
-		return r.releaseError(app, herokuError("reading the releases after "+ours.Name, err))
-	}
 	oursExpired := false
 	if len(newer) > 0 && newer[0].Version == ours.Version {
 		oursExpired = newer[0].Status == heroku.ReleaseExpired
