@@ -41,8 +41,8 @@ type fakeHeroku struct {
 	err             map[string]error
 	writes          []string
 	removed         []string
-	// appReads counts App calls.
-	appReads int
+	// appReads counts App calls, releaseLists ReleasesAfter calls.
+	appReads, releaseLists int
 	// configVars are the app's config vars; a change makes a release
 	// described as Heroku does ("Set A, B config vars").
 	configVars map[string]string
@@ -176,6 +176,7 @@ func (f *fakeHeroku) Release(_ context.Context, _, id string) (*heroku.Release, 
 }
 
 func (f *fakeHeroku) ReleasesAfter(_ context.Context, _ string, version int) ([]*heroku.Release, error) {
+	f.releaseLists++
 	if err := f.err["ReleasesAfter"]; err != nil {
 		return nil, err
 	}

@@ -217,6 +217,10 @@ func TestHerokuTurningAPassAwayBacksOffWithoutStatusWrites(t *testing.T) {
 			if _, err := w.r.Reconcile(context.Background(), req); err != nil {
 				t.Fatal(err)
 			}
+			// An interval later the look for drift is due again (and a
+			// refresh of the moving ref, which runs meanwhile).
+			w.r.Now = func() time.Time { return testTime.Add(app.Spec.IntervalDuration()) }
+			w.build.state = build.State{Phase: build.Running}
 			if d, _ := pass(0); d > max(retryBase, herokuErr(0).(*heroku.Error).RetryAfter) {
 				t.Errorf("after a pass got through, the next failure retries after %s, want the back-off to start over", d)
 			}

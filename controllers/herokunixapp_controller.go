@@ -266,7 +266,7 @@ type outcome struct {
 func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 	app := p.app
 	r.retries.backOff(client.ObjectKeyFromObject(app), end.Err)
-	res, err := conclude(app, end)
+	res, err := conclude(app, end, p.now)
 	r.eventOnReadyChange(before, app)
 	// A pass that changed nothing (a retry failing alike) writes nothing.
 	if !equality.Semantic.DeepEqual(before.Status, app.Status) {
@@ -280,10 +280,10 @@ func (r *HerokuNixAppReconciler) summarize(ctx context.Context, p *pass, before 
 	return res, err
 }
 
-// conclude computes Ready, Reconciling and Stalled from how the pass
-// ended, and when to look again; an error it returns is retried with the
-// controller's back-off. It does no I/O.
-func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
+// conclude computes Ready, Reconciling and Stalled from how the pass at
+// now ended, and when to look again; an error it returns is retried with
+// the controller's back-off. It does no I/O.
+func conclude(app *herokunixv1.HerokuNixApp, end outcome, now time.Time) (ctrl.Result, error) {
 	var res ctrl.Result
 	err := end.Err
 	var se *stepError
@@ -302,6 +302,10 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 		// Watches bring most fixes (spec, Secret); what changes on Heroku's
 		// side (stack, app, key) or upstream (a moving ref) is seen on resync.
 		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
+		if se.Reason == herokunixv1.ReasonDriftDetected {
+			// Drift is looked for again when the next look is due.
+			res.RequeueAfter = resyncAfter(app, now)
+		}
 		err = nil
 	case isStep:
 		markReconciling(app, se.Reason, "retrying: "+se.conditionMessage())
@@ -323,7 +327,7 @@ func conclude(app *herokunixv1.HerokuNixApp, end outcome) (ctrl.Result, error) {
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionReconciling)
 		meta.RemoveStatusCondition(&app.Status.Conditions, herokunixv1.ConditionStalled)
 		setCondition(app, herokunixv1.ConditionReady, metav1.ConditionTrue, herokunixv1.ReasonReleased, readyMessage(app))
-		res.RequeueAfter = jitter(app.Spec.IntervalDuration())
+		res.RequeueAfter = resyncAfter(app, now)
 	}
 	if end.RequestWaits && err == nil && (res.RequeueAfter == 0 || res.RequeueAfter > requestRequeue) {
 		res.RequeueAfter = requestRequeue
@@ -356,6 +360,23 @@ func reasonOf(err error) string {
 // in bursts.
 func jitter(d time.Duration) time.Duration {
 	return d - d/10 + time.Duration(rand.Int64N(int64(d/5)+1))
+}
+
+// resyncAfter is how long a resource at rest waits for its next pass:
+// until its next look for drift is due (an interval after the last, not
+// sooner: a pass before would not look) or the next refresh build of its
+// moving ref, whichever comes first, plus up to a tenth of the interval so
+// that resources deployed together spread their Heroku reads out.
+func resyncAfter(app *herokunixv1.HerokuNixApp, now time.Time) time.Duration {
+	interval := app.Spec.IntervalDuration()
+	next := now.Add(interval)
+	if last := app.Status.LastDriftCheck; last != nil && last.Time.Add(interval).Before(next) {
+		next = last.Time.Add(interval)
+	}
+	if due, ok := build.RefreshDue(app); ok && due.Before(next) {
+		next = due
+	}
+	return max(0, next.Sub(now)) + time.Duration(rand.Int64N(int64(interval/10)+1))
 }
 
 func readyMessage(app *herokunixv1.HerokuNixApp) string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -168,6 +169,7 @@ func (r *HerokuNixAppReconciler) sendImages(ctx context.Context, p *pass, images
 	if rel != nil && rel.Version > latestBefore {
 		app.Status.ReleaseIntent = nil
 		app.Status.Release = releaseStatusOf(rel, images)
+		recordDriftCheck(p)
 		r.event(app, corev1.EventTypeNormal, "ReleaseCreated", "Release", "released %s of %s (%s)", releaseName(rel.Version), app.Spec.AppName, app.Status.ShortRevision)
 		return r.releaseStatus(ctx, p, true, rel.OutputStreamURL)
 	}
@@ -187,12 +189,20 @@ func (r *HerokuNixAppReconciler) sendImages(ctx context.Context, p *pass, images
 	// but the ignore is proof enough that the images run).
 	app.Status.ReleaseIntent = nil
 	app.Status.Release = releaseStatusOf(rel, images)
+	recordDriftCheck(p)
 	if rel.Status != heroku.ReleaseSucceeded && rel.Status != heroku.ReleasePending && rel.Status != heroku.ReleaseFailed {
 		setCondition(app, herokunixv1.ConditionReleased, metav1.ConditionTrue, herokunixv1.ReasonReleased,
 			fmt.Sprintf("Heroku runs these images in its current release %s (status %q)", releaseName(rel.Version), rel.Status))
 		return nil
 	}
 	return r.releaseStatus(ctx, p, false, rel.OutputStreamURL)
+}
+
+// recordDriftCheck records that the pass knows what Heroku runs as of
+// now: it read the releases after its own, or made or adopted the latest.
+// The next look for drift is due an interval later.
+func recordDriftCheck(p *pass) {
+	p.app.Status.LastDriftCheck = &herokunixv1.DriftCheck{Time: metav1.NewTime(p.now), Generation: p.app.Generation}
 }
 
 // runningRelease finds the current release among the ones before
@@ -369,8 +379,63 @@ func removalNote(typ string) string {
 	return "; its dynos stop"
 }
 
-// checkDrift looks at the releases made after the one this resource made
-// (one read, however many there are). A pending one (someone's deploy or a
+// checkDrift looks for drift at most once an interval, whatever woke the
+// pass (a build Job ending, a Secret, a resync): a look is due once
+// spec.interval has passed since the last, when the spec changed since,
+// or on a reconcile request this pass handles. Until then the last look's
+// verdict stands without a Heroku read. A look is one read: the releases
+// from this resource's own on (its status too: it may have expired). One
+// that settled (nothing to wait for or to retry) is recorded on status, so
+// it holds across restarts; one that found a release to wait for or a
+// correction that failed is forgotten, so the next pass looks again. A
+// read that failed taught nothing: the last look's verdict stands (a look
+// due by time stays due), and the pass is retried with back-off.
+func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
+	app := p.app
+	if !driftCheckDue(app, p.now, p.requestedAt != "") {
+		return lastDriftVerdict(app)
+	}
+	ours := app.Status.Release
+	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version-1)
+	if err != nil {
+		return r.releaseError(app, herokuError("reading the releases after "+ours.Name, err))
+	}
+	err = r.settleDrift(ctx, p, want, newer)
+	if err == nil || isDriftStall(err) {
+		recordDriftCheck(p)
+	} else {
+		app.Status.LastDriftCheck = nil
+	}
+	return err
+}
+
+// driftCheckDue says whether a pass at now reads Heroku's releases to
+// look for drift: never looked, the interval passed since the last look,
+// the spec changed since, or a reconcile was requested.
+func driftCheckDue(app *herokunixv1.HerokuNixApp, now time.Time, requested bool) bool {
+	last := app.Status.LastDriftCheck
+	return requested || last == nil || last.Generation != app.Generation ||
+		!now.Before(last.Time.Add(app.Spec.IntervalDuration())) || now.Before(last.Time.Time)
+}
+
+// lastDriftVerdict is how the last look for drift ended, for a pass that
+// does not look again: observed drift stays stalled (only a person settles
+// it); anything else let the pass go on.
+func lastDriftVerdict(app *herokunixv1.HerokuNixApp) error {
+	if c := meta.FindStatusCondition(app.Status.Conditions, herokunixv1.ConditionStalled); c != nil &&
+		c.Status == metav1.ConditionTrue && c.Reason == herokunixv1.ReasonDriftDetected {
+		return stalled(herokunixv1.ReasonDriftDetected, "%s", c.Message)
+	}
+	return nil
+}
+
+func isDriftStall(err error) bool {
+	var se *stepError
+	return errors.As(err, &se) && se.Stalling && se.Reason == herokunixv1.ReasonDriftDetected
+}
+
+// settleDrift acts on the releases from the one this resource made on
+// (however many there are, read at once). A pending one (someone's deploy or a
 // config var change in its release phase) is waited for, never released
 // over. One that failed leaves the current release running. With
 // driftPolicy Correct, when a newer release runs, the built images are
@@ -379,15 +444,9 @@ func removalNote(typ string) string {
 // Observe, a newer image release that ran is reported (by Heroku's
 // description: anything but a config var or add-on change); config
 // releases are adopted.
-func (r *HerokuNixAppReconciler) checkDrift(ctx context.Context, p *pass, want map[string]string) error {
+func (r *HerokuNixAppReconciler) settleDrift(ctx context.Context, p *pass, want map[string]string, newer []*heroku.Release) error {
 	app := p.app
 	ours := app.Status.Release
-	// One read, from this resource's own release on: its status too (it
-	// may have expired).
-	newer, err := p.heroku.ReleasesAfter(ctx, app.Spec.AppName, ours.Version-1)
-	if err != nil {
-		return r.releaseError(app, herokuError("reading the releases after "+ours.Name, err))
-	}
 	oursExpired := false
 	if len(newer) > 0 && newer[0].Version == ours.Version {
 		oursExpired = newer[0].Status == heroku.ReleaseExpired

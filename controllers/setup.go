@@ -112,7 +112,9 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 	b := ctrl.NewControllerManagedBy(mgr).
 		For(&herokunixv1.HerokuNixApp{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&batchv1.Job{}).
+		// A build Job wakes a pass when it ends, not at each step of its
+		// pod's life: every pass may read Heroku.
+		Owns(&batchv1.Job{}, builder.WithPredicates(buildJobEvents)).
 		// Only Secrets' metadata is cached: the key itself is read when
 		// needed, so the controller does not hold every Secret in memory.
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.appsUsingSecret), builder.OnlyMetadata).
@@ -136,6 +138,50 @@ func (r *HerokuNixAppReconciler) SetupWithManager(ctx context.Context, mgr ctrl.
 		b = b.WatchesRawSource(source.Channel(opts.BuildEvents, &handler.TypedEnqueueRequestForObject[*herokunixv1.HerokuNixApp]{}))
 	}
 	return b.Complete(r)
+}
+
+// buildJobEvents passes on the build Job events jobEventMatters keeps.
+var buildJobEvents = predicate.Funcs{
+	CreateFunc: func(e event.CreateEvent) bool { return jobEventMatters(nil, asJob(e.Object)) },
+	UpdateFunc: func(e event.UpdateEvent) bool { return jobEventMatters(asJob(e.ObjectOld), asJob(e.ObjectNew)) },
+	DeleteFunc: func(e event.DeleteEvent) bool { return jobEventMatters(asJob(e.Object), nil) },
+	// Nothing sends generic Job events; one would be asked for on purpose.
+	GenericFunc: func(event.GenericEvent) bool { return true },
+}
+
+func asJob(o client.Object) *batchv1.Job {
+	job, _ := o.(*batchv1.Job)
+	return job
+}
+
+// jobEventMatters says whether a change of a build Job (before nil: it
+// appeared; after nil: it was deleted) can change what a pass makes of the
+// build. Only its end can: the Complete or Failed condition, set once its
+// pod ended and its result (the push container's termination message) is
+// there to read. Also a Job deleted before it ended (its build never
+// will) and, when the cache lists Jobs after a restart, one found ended.
+// Its pod starting, becoming ready, its counts, labels or finalizers
+// changing do not: a pass would find the build still running, and each
+// pass may read Heroku. A Job the controller just made is followed by the
+// pass that made it.
+func jobEventMatters(before, after *batchv1.Job) bool {
+	switch {
+	case after == nil:
+		return before != nil && !jobEnded(before)
+	case before == nil:
+		return jobEnded(after)
+	}
+	return jobEnded(after) && !jobEnded(before)
+}
+
+// jobEnded says whether a Job has its Complete or Failed condition.
+func jobEnded(job *batchv1.Job) bool {
+	for _, c := range job.Status.Conditions {
+		if (c.Type == batchv1.JobComplete || c.Type == batchv1.JobFailed) && c.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 // secretsRead are the names of the Secrets a resource reads: its

@@ -405,7 +405,7 @@ func TestConcludeMapsEachOutcomeToConditionsAndRequeue(t *testing.T) {
 				row.mutate(app)
 			}
 			end := row.end(app)
-			res, err := conclude(app, end)
+			res, err := conclude(app, end, testTime)
 
 			ready := findCondition(app, herokunixv1.ConditionReady)
 			if ready == nil || ready.Status != row.ready || ready.Reason != row.reason {

@@ -472,6 +472,15 @@ type HerokuNixAppStatus struct {
 	// a resync.
 	// +optional
 	Serving *ServingStatus `json:"serving,omitempty"`
+	// LastDriftCheck is when herokunix last saw that Heroku runs the
+	// release it made (it read the releases made since, or made the
+	// release), and for which generation of the spec. It reads them again
+	// once spec.interval has passed, the spec changed, or a reconcile was
+	// requested, whatever else wakes it (a build Job ending, a Secret), so
+	// a resource at rest spends at most one Heroku read an interval. On
+	// status, it holds across controller restarts.
+	// +optional
+	LastDriftCheck *DriftCheck `json:"lastDriftCheck,omitempty"`
 
 	// AppliedFormation fingerprints the quantities and sizes last applied,
 	// so a resync does not read the formation back from Heroku.
@@ -640,6 +649,14 @@ type PromotionStatus struct {
 	SourceApp string `json:"sourceApp"`
 	// Revision is the source's revision that was promoted.
 	Revision string `json:"revision"`
+}
+
+// DriftCheck is when herokunix last looked for drift.
+type DriftCheck struct {
+	// Time is when it looked.
+	Time metav1.Time `json:"time"`
+	// Generation is the resource's generation it looked for.
+	Generation int64 `json:"generation"`
 }
 
 // ReleaseIntent is a release of images herokunix has asked for.

@@ -172,6 +172,17 @@ func reuseFrom(app *herokunixv1.HerokuNixApp) map[string]string {
 	return pins
 }
 
+// RefreshDue is when DesiredFor next names a new build of app's moving
+// ref: an interval after the last build of the spec ended. ok is false
+// when none is coming by time: a pinned ref, or no build ended.
+func RefreshDue(app *herokunixv1.HerokuNixApp) (due time.Time, ok bool) {
+	last := app.Status.Build
+	if last == nil || last.CompletionTime == nil || !flakeref.Moving(app.Spec.Flake) {
+		return time.Time{}, false
+	}
+	return last.CompletionTime.Add(app.Spec.IntervalDuration()), true
+}
+
 // Fingerprint fingerprints plain data through its JSON form (maps are
 // sorted): the build's name, and what the controller records it applied.
 func Fingerprint(vs ...any) string {

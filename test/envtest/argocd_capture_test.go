@@ -46,6 +46,7 @@ const (
 	capturedCompleted = "2026-01-02T03:03:58Z"
 	capturedCondition = "2026-01-02T03:04:05Z"
 	capturedRequest   = "2026-01-02T03:10:00Z"
+	capturedDrift     = "2026-01-02T03:10:01Z"
 	capturedReleaseID = "01234567-89ab-cdef-0123-456789abcdef"
 	capturedWebURL    = "https://acme-shop-0123456789ab.herokuapp.com/"
 	// capturedRevision is the revision the builds report; it is an input
@@ -112,6 +113,9 @@ func normalizeCaptured(obj map[string]any, ns string) map[string]any {
 	if sv, ok := st["serving"].(map[string]any); ok {
 		// How many looks a capture catches depends on timing.
 		setIfPresent(sv, "looks", int64(capturedDynoLooks))
+	}
+	if d, ok := st["lastDriftCheck"].(map[string]any); ok {
+		setIfPresent(d, "time", capturedDrift)
 	}
 	return out
 }

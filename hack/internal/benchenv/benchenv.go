@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -25,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -67,6 +69,11 @@ type Env struct {
 	// Results are the build results the kubelet player reports, by
 	// resource index: lockedFlake(i) at a fixed revision, the pushed image.
 	Results []*artifact.Result
+	// HerokuCalls counts the calls the controller's Heroku clients made or
+	// tried, HerokuRefused those they refused without a request (a 429
+	// seen, the client-side share spent), and BuildsCompleted the build
+	// Jobs the kubelet player completed.
+	HerokuCalls, HerokuRefused, BuildsCompleted atomic.Int64
 
 	stop []func()
 }
@@ -74,7 +81,8 @@ type Env struct {
 // Start brings up the control plane (run from the repository root), the
 // stand-in with n container apps, the credentials Secret, and pushes one
 // image to each app's web repository.
-func Start(ctx context.Context, n int, lockedFlake func(i int) string) (*Env, error) {
+// Options of the stand-in may be changed by stub (its rate-limit budget).
+func Start(ctx context.Context, n int, lockedFlake func(i int) string, stub ...func(*herokustub.Options)) (*Env, error) {
 	log.SetLogger(logr.Discard()) // the benches measure, they do not narrate
 	cp, err := localenv.NewControlPlane(".")
 	if err != nil {
@@ -95,7 +103,11 @@ func Start(ctx context.Context, n int, lockedFlake func(i int) string) (*Env, er
 		return nil, err
 	}
 
-	e.Stub = herokustub.New(herokustub.Options{APIKey: apiKey})
+	stubOpts := herokustub.Options{APIKey: apiKey}
+	for _, f := range stub {
+		f(&stubOpts)
+	}
+	e.Stub = herokustub.New(stubOpts)
 	api := httptest.NewServer(e.Stub.APIHandler())
 	reg := httptest.NewServer(e.Stub.RegistryHandler())
 	e.stop = append(e.stop, func() { e.Stub.Close(); api.Close(); reg.Close() })
@@ -142,7 +154,8 @@ func (e *Env) NewManager(ctx context.Context, concurrency, requestsPerHour int) 
 	r, err := controllers.NewReconciler(mgr, controllers.ReconcilerConfig{
 		Builder: build.NewJobBuilder(mgr, build.JobImages{Tools: "t", Nix: "n", RegistryHost: e.RegistryHost}),
 		NewHeroku: func(k string) (controllers.HerokuAPI, error) {
-			return heroku.New(heroku.Options{APIKey: k, BaseURL: e.APIURL, RegistryHost: e.RegistryHost, RequestsPerHour: requestsPerHour})
+			return heroku.New(heroku.Options{APIKey: k, BaseURL: e.APIURL, RegistryHost: e.RegistryHost, RequestsPerHour: requestsPerHour,
+				Observer: callCounter{e}})
 		},
 	})
 	if err != nil {
@@ -154,8 +167,23 @@ func (e *Env) NewManager(ctx context.Context, concurrency, requestsPerHour int) 
 	return mgr, nil
 }
 
+// callCounter counts the Heroku clients' calls.
+type callCounter struct{ e *Env }
+
+func (c callCounter) ObserveCall(_ string, status int) {
+	c.e.HerokuCalls.Add(1)
+	if status == 0 {
+		c.e.HerokuRefused.Add(1)
+	}
+}
+
+func (callCounter) ObserveRateLimitRemaining(int) {}
+
 // PlayKubelet completes every build Job of the bench namespace with its
-// resource's result, until ctx ends.
+// resource's result, until ctx ends. Before it completes a Job it updates
+// the Job's status as the Job controller does while its pod starts and
+// runs (active, then ready), so the controller sees the Job events a real
+// cluster sends.
 func (e *Env) PlayKubelet(ctx context.Context) {
 	done := map[string]bool{}
 	var mu sync.Mutex
@@ -177,10 +205,30 @@ func (e *Env) PlayKubelet(ctx context.Context) {
 			if _, err := fmt.Sscanf(job.Labels[build.LabelApp], "app-%04d", &idx); err != nil || idx >= len(e.Results) {
 				continue
 			}
-			_ = kubelet.CompleteJob(ctx, e.Client, job, e.Results[idx])
+			if err := runJob(ctx, e.Client, job); err != nil {
+				continue
+			}
+			if kubelet.CompleteJob(ctx, e.Client, job, e.Results[idx]) == nil {
+				e.BuildsCompleted.Add(1)
+			}
 		}
 		time.Sleep(50 * time.Millisecond) // a player's poll, not synchronisation
 	}
+}
+
+// runJob updates job's status as the Job controller does while its pod
+// starts (active) and becomes ready, then clears both as the pod ends.
+func runJob(ctx context.Context, c client.Client, job *batchv1.Job) error {
+	job.Status.Active = 1
+	if err := c.Status().Update(ctx, job); err != nil {
+		return err
+	}
+	job.Status.Ready = ptr.To[int32](1)
+	if err := c.Status().Update(ctx, job); err != nil {
+		return err
+	}
+	job.Status.Active, job.Status.Ready = 0, ptr.To[int32](0)
+	return nil
 }
 
 // dockerImage is a small Docker schema 2 linux/amd64 image.
