@@ -25,11 +25,13 @@ verify: generate manifests
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## test: unit and envtest suites, with real Nix, a real kube-apiserver and Heroku's own CLI (installs them when missing)
+## test: unit, envtest and real-node suites, with real Nix, a real kube-apiserver, a real single-node cluster
+## (test/realnode: needs root) and Heroku's own CLI (installs them when missing)
 test:
 	hack/install-nix.sh
 	hack/install-heroku-cli.sh >/dev/null
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 $(GO) test -count=1 ./...
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh node)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 \
+		HEROKUNIX_REQUIRE_REALNODE=1 $(GO) test -count=1 -timeout 30m ./...
 
 ## run: the manager (cmd/manager, built fresh) against your cluster, or, with no cluster configured, against
 ## the embedded local default, which deploys the sample end to end (cmd/local: a developer tool, not in the image)

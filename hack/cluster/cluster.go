@@ -328,7 +328,12 @@ func (c *cluster) exec(args []string) error {
 	if err != nil || !alive(s.HolderPID) {
 		return fmt.Errorf("the cluster is not up (%s)", c.dir)
 	}
-	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(s.HolderPID), "--net", "--mount", "--"}, args...)...)
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	// --wd: entering a mount namespace otherwise starts in its root.
+	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(s.HolderPID), "--net", "--mount", "--wd=" + wd, "--"}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig, "HEROKUNIX_CLUSTER_DIR="+c.dir)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -167,16 +167,29 @@ func (c *cluster) load(ctx context.Context) error {
 // managerImage is what `ko build` would make of cmd/manager: the static
 // binary on an empty base, as uid 65532, with the CA bundle for HTTPS.
 func (c *cluster) managerImage() (v1.Image, error) {
-	bin, err := c.goBinary("./cmd/manager", "-X main.Version=dev")
-	if err != nil {
+	// HEROKUNIX_MANAGER_BINARY: a manager built already (e.g. by make
+	// build); a dynamically linked one brings the libraries it loads.
+	var bin []byte
+	var err error
+	files := map[string]file{}
+	if p := os.Getenv("HEROKUNIX_MANAGER_BINARY"); p != "" {
+		if bin, err = os.ReadFile(p); err != nil {
+			return nil, err
+		}
+		if err := addLibraries(files, p); err != nil {
+			return nil, err
+		}
+	} else if bin, err = c.goBinary("./cmd/manager", "-X main.Version=dev"); err != nil {
 		return nil, err
 	}
-	files := map[string]file{
+	for p, f := range map[string]file{
 		"/manager": {mode: 0o555, content: bin},
 		"/tmp":     {mode: 0o1777},
 		"/etc":     {mode: 0o755},
 		"/etc/passwd": {mode: 0o644, content: []byte("root:x:0:0:root:/root:/sbin/nologin\n" +
 			"nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n")},
+	} {
+		files[p] = f
 	}
 	if ca, err := os.ReadFile("/etc/ssl/certs/ca-certificates.crt"); err == nil {
 		files["/etc/ssl"] = file{mode: 0o755}

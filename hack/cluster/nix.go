@@ -33,53 +33,26 @@ func NixImageFromHost() (v1.Image, error) {
 				// only cost retries. nixos/nix keeps its default cache.
 				"substituters =\n")},
 	}
-	addHostFile := func(p string) error {
-		b, err := os.ReadFile(p) // follows symlinks: the library's content under the name the loader asks for
-		if err != nil {
-			return err
-		}
-		st, err := os.Stat(p)
-		if err != nil {
-			return err
-		}
-		for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
-			if _, ok := files[d]; !ok {
-				files[d] = file{mode: 0o755}
-			}
-		}
-		files[p] = file{mode: int64(st.Mode().Perm()), content: b}
-		return nil
-	}
-
 	nix, err := exec.LookPath("nix")
 	if err != nil {
 		return nil, fmt.Errorf("the Nix image needs Debian's nix-bin (hack/install-nix.sh): %w", err)
 	}
 	nix, _ = filepath.EvalSymlinks(nix)
-	if err := addHostFile(nix); err != nil {
+	if err := addHostFile(files, nix); err != nil {
 		return nil, err
 	}
 	if nix != "/usr/bin/nix" {
 		files["/usr/bin/nix"] = file{mode: 0o777, link: nix}
 	}
+	// Nix runs its build hook even with no remote builders.
+	files["/usr/libexec"] = file{mode: 0o755}
+	files["/usr/libexec/nix"] = file{mode: 0o755}
+	files["/usr/libexec/nix/build-remote"] = file{mode: 0o777, link: "/usr/bin/nix"}
 	for _, alias := range []string{"nix-build", "nix-store", "nix-instantiate", "nix-env", "nix-shell", "nix-hash", "nix-collect-garbage"} {
 		files["/usr/bin/"+alias] = file{mode: 0o777, link: "nix"}
 	}
-	out, err := exec.Command("ldd", nix).Output()
-	if err != nil {
-		return nil, fmt.Errorf("ldd %s: %w", nix, err)
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		// "libfoo.so => /lib/x/libfoo.so (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-		f := strings.Fields(line)
-		for _, w := range f {
-			if strings.HasPrefix(w, "/") {
-				if err := addHostFile(w); err != nil {
-					return nil, err
-				}
-				break
-			}
-		}
+	if err := addLibraries(files, nix); err != nil {
+		return nil, err
 	}
 
 	busybox, err := exec.LookPath("busybox")
@@ -105,4 +78,48 @@ func NixImageFromHost() (v1.Image, error) {
 		Env:        []string{"PATH=/usr/bin:/bin", "HOME=/root", "USER=root", "TMPDIR=/tmp"},
 		WorkingDir: "/root",
 	})
+}
+
+// addHostFile adds the host's file p (its content, following symlinks:
+// a library under the name the loader asks for) and its directories.
+func addHostFile(files map[string]file, p string) error {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return err
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	for d := filepath.Dir(p); d != "/"; d = filepath.Dir(d) {
+		if _, ok := files[d]; !ok {
+			files[d] = file{mode: 0o755}
+		}
+	}
+	files[p] = file{mode: int64(st.Mode().Perm()), content: b}
+	return nil
+}
+
+// addLibraries adds every shared library the binary bin loads, as ldd
+// lists them; nothing for a static binary.
+func addLibraries(files map[string]file, bin string) error {
+	out, err := exec.Command("ldd", bin).CombinedOutput()
+	if err != nil {
+		if strings.Contains(string(out), "not a dynamic executable") {
+			return nil
+		}
+		return fmt.Errorf("ldd %s: %w: %s", bin, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libfoo.so => /lib/x/libfoo.so (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+		for _, w := range strings.Fields(line) {
+			if strings.HasPrefix(w, "/") {
+				if err := addHostFile(files, w); err != nil {
+					return err
+				}
+				break
+			}
+		}
+	}
+	return nil
 }
