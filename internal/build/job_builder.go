@@ -267,6 +267,12 @@ func (j *JobBuilder) failureMessage(ctx context.Context, job *batchv1.Job) strin
 		for _, pod := range pods {
 			for _, cs := range append(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses...) {
 				if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+					// The kubelet's word on why, when it is the memory limit:
+					// Nix itself often exits 1 after its builder was killed.
+					if t.Reason == "OOMKilled" {
+						return fmt.Sprintf("%s container ran out of memory (OOMKilled: raise spec.build.resources.limits.memory) and exited %d: %s",
+							cs.Name, t.ExitCode, strings.TrimSpace(t.Message))
+					}
 					return fmt.Sprintf("%s container exited %d: %s", cs.Name, t.ExitCode, strings.TrimSpace(t.Message))
 				}
 			}
