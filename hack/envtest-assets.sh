@@ -4,9 +4,14 @@
 # don't have; only the Go module proxy is reachable.
 #
 #   export KUBEBUILDER_ASSETS="$(hack/envtest-assets.sh)"
+#   hack/envtest-assets.sh node   # also kubelet, kube-controller-manager,
+#                                 # kube-scheduler, kube-proxy (hack/cluster)
 #
 # stdout carries only the assets directory so the line above works; all
 # progress goes to stderr. Versions can be overridden via the environment.
+#
+# Binaries are also kept in $HEROKUNIX_CACHE (~/.cache/herokunix by default),
+# outside the clone, so a fresh clone (CI) copies them instead of rebuilding.
 set -euo pipefail
 
 K8S_VERSION="${K8S_VERSION:-1.37.2}"   # matches k8s.io/* v0.37.x pinned by controller-runtime v0.25
@@ -17,12 +22,34 @@ out="$root/bin/k8s/$K8S_VERSION"
 build="$root/bin/.build"
 log() { echo "envtest-assets: $*" >&2; }
 
-if [[ -x "$out/kube-apiserver" && -x "$out/etcd" ]]; then
+cache="${HEROKUNIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/herokunix}/k8s/$K8S_VERSION"
+
+k8s_bins=(kube-apiserver)
+if [[ "${1:-}" == node ]]; then
+  k8s_bins+=(kubelet kube-controller-manager kube-scheduler kube-proxy)
+fi
+
+mkdir -p "$out"
+# from_cache <name>: take a binary built by another clone; fails when absent.
+from_cache() {
+  [[ -x "$out/$1" ]] && return 0
+  [[ -x "$cache/$1" ]] || return 1
+  cp -f "$cache/$1" "$out/.$1.tmp" && mv -f "$out/.$1.tmp" "$out/$1"
+}
+# to_cache <name>: keep a fresh binary for the next clone (best effort).
+to_cache() {
+  mkdir -p "$cache" 2>/dev/null &&
+    cp -f "$out/$1" "$cache/.$1.tmp" 2>/dev/null && mv -f "$cache/.$1.tmp" "$cache/$1" || true
+}
+
+missing=()
+for b in "${k8s_bins[@]}"; do from_cache "$b" || missing+=("$b"); done
+from_cache etcd || true
+if [[ ${#missing[@]} -eq 0 && -x "$out/etcd" ]]; then
   log "reusing cached binaries in $out"
   echo "$out"
   exit 0
 fi
-mkdir -p "$out"
 
 # A go.work elsewhere must not pull these throwaway modules into a workspace;
 # static binaries keep the cache usable regardless of the host's libc.
@@ -39,7 +66,7 @@ gobuild() { # <module dir> <output name> <package> [go build args...]
   mv -f "$out/.$name.tmp" "$out/$name"
 }
 
-if [[ ! -x "$out/kube-apiserver" ]]; then
+if [[ ${#missing[@]} -gt 0 ]]; then
   dir="$build/kube-apiserver-$K8S_VERSION"
   mkdir -p "$dir"
   echo "module envtest/kubeapiserver" >"$dir/go.mod"
@@ -68,7 +95,15 @@ if [[ ! -x "$out/kube-apiserver" ]]; then
     ldflags+=" -X $p.gitVersion=v$K8S_VERSION -X $p.gitMajor=${K8S_VERSION%%.*}"
     ldflags+=" -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
   done
-  gobuild "$dir" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver -ldflags "-s -w$ldflags"
+  # One go build for all of them, so packages they share compile once.
+  log "building ${missing[*]} (this takes several minutes the first time)"
+  tmp="$out/.build.tmp"
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  pkgs=()
+  for b in "${missing[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
+  (cd "$dir" && go build -mod=mod -trimpath -ldflags "-s -w$ldflags" -o "$tmp/" "${pkgs[@]}")
+  for b in "${missing[@]}"; do mv -f "$tmp/$b" "$out/$b"; to_cache "$b"; done
+  rm -rf "$tmp"
 fi
 
 if [[ ! -x "$out/etcd" ]]; then
@@ -90,6 +125,7 @@ import (
 func main() { etcdmain.Main(os.Args) }
 EOF
   gobuild "$dir" etcd . -ldflags "-s -w"
+  to_cache etcd
 fi
 
 log "binaries ready in $out"
