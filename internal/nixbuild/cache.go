@@ -199,7 +199,7 @@ func seedCache(opts CacheOptions) error {
 		}
 	}
 	for _, sub := range []string{"store", "var"} {
-		if err := copyTree(filepath.Join(opts.ImageDir, sub), filepath.Join(opts.Dir, sub)); err != nil {
+		if err := copyTree(filepath.Join(opts.ImageDir, sub), filepath.Join(opts.Dir, sub), true); err != nil {
 			return fmt.Errorf("seeding the cache from the image's /nix/%s: %w", sub, err)
 		}
 	}
@@ -275,7 +275,7 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 		if err := RemoveAllWritable(dst); err != nil {
 			return rep, err
 		}
-		if err := copyTree(filepath.Join(opts.ImageDir, "store", base), dst); err != nil {
+		if err := copyTree(filepath.Join(opts.ImageDir, "store", base), dst, true); err != nil {
 			return rep, fmt.Errorf("putting back the image's %s: %w", p, err)
 		}
 		restored = true
@@ -313,7 +313,7 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 		}
 		src := filepath.Join(opts.ImageDir, sub)
 		if _, err := os.Lstat(src); err == nil && !strings.HasPrefix(sub, "store/") && sub != "var/nix/temproots" {
-			if err := copyTree(src, filepath.Join(opts.Dir, sub)); err != nil {
+			if err := copyTree(src, filepath.Join(opts.Dir, sub), true); err != nil {
 				return rep, fmt.Errorf("putting back the image's /nix/%s: %w", sub, err)
 			}
 		}
@@ -652,56 +652,6 @@ func (o Nix) copyRegistrations(ctx context.Context, from, to string) error {
 	}
 	if lerr != nil {
 		return &NixError{Op: "nix-store --load-db", Tail: loadErr.Tail(tailLines), Err: lerr}
-	}
-	return nil
-}
-
-// copyTree copies the tree src to dst (which must not exist), keeping
-// symlinks and permission bits and skipping sockets and other special
-// files (a Nix daemon's socket).
-func copyTree(src, dst string) error {
-	type dirMode struct {
-		path string
-		mode fs.FileMode
-	}
-	var dirs []dirMode
-	err := filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		info, err := d.Info()
-		if err != nil {
-			return err
-		}
-		switch mode := info.Mode(); {
-		case mode.IsDir():
-			if err := os.Mkdir(target, 0o755); err != nil {
-				return err
-			}
-			dirs = append(dirs, dirMode{target, mode.Perm()})
-		case mode&fs.ModeSymlink != 0:
-			link, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			return os.Symlink(link, target)
-		case mode.IsRegular():
-			return copyFile(path, target, mode.Perm())
-		}
-		return nil
-	})
-	if err != nil {
-		return err
-	}
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if err := os.Chmod(dirs[i].path, dirs[i].mode); err != nil {
-			return err
-		}
 	}
 	return nil
 }

@@ -53,8 +53,20 @@ func copyStorePath(src, dst string) error {
 	if err := RemoveAllWritable(tmp); err != nil {
 		return err
 	}
-	// Directories are made writable while filling them and get their mode
-	// afterwards, deepest first.
+	if err := copyTree(src, tmp, false); err != nil {
+		_ = RemoveAllWritable(tmp)
+		return err
+	}
+	return os.Rename(tmp, dst)
+}
+
+// copyTree copies the tree src to dst (which must not exist), keeping
+// symlinks as symlinks and permission bits. Other special files are
+// skipped when skipSpecial (a Nix daemon's socket in a store seeded from
+// an image), else refused: a store path cannot hold them. Directories are
+// made writable while filling them and get their mode afterwards, deepest
+// first.
+func copyTree(src, dst string, skipSpecial bool) error {
 	type dirMode struct {
 		path string
 		mode fs.FileMode
@@ -68,7 +80,7 @@ func copyStorePath(src, dst string) error {
 		if err != nil {
 			return err
 		}
-		target := filepath.Join(tmp, rel)
+		target := filepath.Join(dst, rel)
 		info, err := d.Info()
 		if err != nil {
 			return err
@@ -87,13 +99,12 @@ func copyStorePath(src, dst string) error {
 			return os.Symlink(link, target)
 		case mode.IsRegular():
 			return copyFile(path, target, mode.Perm())
-		default:
+		case !skipSpecial:
 			return fmt.Errorf("%s is a %v, which a store path cannot hold", path, mode.Type())
 		}
 		return nil
 	})
 	if err != nil {
-		_ = RemoveAllWritable(tmp)
 		return err
 	}
 	for i := len(dirs) - 1; i >= 0; i-- {
@@ -101,7 +112,7 @@ func copyStorePath(src, dst string) error {
 			return err
 		}
 	}
-	return os.Rename(tmp, dst)
+	return nil
 }
 
 // RemoveAllWritable removes path like os.RemoveAll, first making its

@@ -95,7 +95,11 @@ func startHarness(t *testing.T, stubOpts herokustub.Options, otherNS string, opt
 	t.Parallel()
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
-	h := &harness{t: t, g: NewWithT(t), ns: newNamespace(t), key: "hkkey-" + hex.EncodeToString(b), logs: &syncBuffer{}}
+	g := NewWithT(t)
+	// A pass takes milliseconds, but on a loaded machine (CI next to other
+	// jobs) Gomega's default second is too short a wait for one to come.
+	g.SetDefaultEventuallyTimeout(30 * time.Second)
+	h := &harness{t: t, g: g, ns: newNamespace(t), key: "hkkey-" + hex.EncodeToString(b), logs: &syncBuffer{}}
 	stubOpts.APIKey = h.key
 	h.stub = herokustub.New(stubOpts)
 	h.stub.CreateApp(testHerokuApp, "container")
