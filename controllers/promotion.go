@@ -156,6 +156,7 @@ func (r *HerokuNixAppReconciler) copyFailed(app *herokunixv1.HerokuNixApp, src s
 		Summary: "copying the images of " + src + " failed; retrying (the running Heroku release is untouched)"}
 }
 
+// shortRev is a revision as status.shortRevision and messages show it.
 func shortRev(rev string) string { return rev[:min(12, len(rev))] }
 
 func (r *HerokuNixAppReconciler) registryHost() string {

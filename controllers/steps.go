@@ -350,7 +350,7 @@ func (r *HerokuNixAppReconciler) reconcileBuild(ctx context.Context, p *pass) er
 	app.Status.Build.SucceededHash = want.SpecHash
 	if !res.Unchanged {
 		app.Status.Revision = res.Revision
-		app.Status.ShortRevision = res.Revision[:min(12, len(res.Revision))]
+		app.Status.ShortRevision = shortRev(res.Revision)
 		app.Status.LockedFlake = res.LockedFlake
 		app.Status.Images = map[string]herokunixv1.ImageStatus{}
 		for name, img := range res.Images {

@@ -296,18 +296,7 @@ func checkLayerStream(r io.Reader, name string, e *archiveEntry, b *budget, coun
 // the budget allows. Absolute symlinks are allowed: in a container they
 // resolve inside its root (Nix's /nix/store/… links are absolute).
 func checkLayerTar(r io.Reader, b *budget) error {
-	tr := tar.NewReader(r)
-	for {
-		hdr, err := tr.Next()
-		if err == io.EOF {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("reading tar: %w", err)
-		}
-		if hdr.Typeflag == tar.TypeXGlobalHeader {
-			continue
-		}
+	return eachTarEntry(r, func(_ int, hdr *tar.Header, _ io.Reader) error {
 		if err := b.takeEntry(); err != nil {
 			return err
 		}
@@ -333,7 +322,8 @@ func checkLayerTar(r io.Reader, b *budget) error {
 		default:
 			return fmt.Errorf("%q is of type %s, which herokunix does not put in an image", name, typeName(hdr.Typeflag))
 		}
-	}
+		return nil
+	})
 }
 
 func typeName(t byte) string {

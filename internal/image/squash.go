@@ -118,7 +118,13 @@ func eachEntry(l v1.Layer, f func(ord int, hdr *tar.Header, body io.Reader) erro
 		return err
 	}
 	defer rc.Close()
-	tr := tar.NewReader(rc)
+	return eachTarEntry(rc, f)
+}
+
+// eachTarEntry calls f for every entry of the tar stream r (global
+// headers aside), in order, with a reader of its body.
+func eachTarEntry(r io.Reader, f func(ord int, hdr *tar.Header, body io.Reader) error) error {
+	tr := tar.NewReader(r)
 	for ord := 0; ; ord++ {
 		hdr, err := tr.Next()
 		if err == io.EOF {
