@@ -25,11 +25,13 @@ verify: generate manifests
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
-## test: unit and envtest suites, with real Nix, a real kube-apiserver and Heroku's own CLI (installs them when missing)
+## test: unit and envtest suites, with real Nix, a real kube-apiserver and Heroku's own CLI, then the real-node
+## suite on a single-node cluster it brings up and down (installs what they need when missing; the real node needs root)
 test:
 	hack/install-nix.sh
 	hack/install-heroku-cli.sh >/dev/null
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 $(GO) test -count=1 ./...
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v /test/realnode)
+	HEROKUNIX_REQUIRE_REALNODE=1 $(GO) test -count=1 -timeout 30m ./test/realnode
 
 ## run: the manager (cmd/manager, built fresh) against your cluster, or, with no cluster configured, against
 ## the embedded local default, which deploys the sample end to end (cmd/local: a developer tool, not in the image)

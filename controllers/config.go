@@ -279,6 +279,9 @@ func configSourceError(err error, kind, namespace, name, varName string) error {
 	if apierrors.IsNotFound(err) {
 		return stalled(herokunixv1.ReasonConfigSourceNotFound, "%s %s/%s not found (config var %s)", kind, namespace, name, varName)
 	}
+	if se := readForbidden(err, kind, namespace, name, "config var "+varName); se != nil {
+		return se
+	}
 	return fmt.Errorf("reading %s %s/%s for config var %s: %w", kind, namespace, name, varName, err)
 }
 

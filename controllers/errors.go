@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
@@ -55,6 +57,18 @@ func (w *waiting) Error() string { return w.Message }
 
 func stalled(reason string, format string, args ...any) *stepError {
 	return &stepError{Reason: reason, Err: fmt.Errorf(format, args...), Stalling: true}
+}
+
+// readForbidden is the stall for a Forbidden reading an object the spec
+// names: only a person granting RBAC can fix it, and no watch event says
+// when they have, so the resource looks again at its interval.
+func readForbidden(err error, kind, namespace, name, what string) error {
+	if !apierrors.IsForbidden(err) {
+		return nil
+	}
+	return stalled(herokunixv1.ReasonReadForbidden,
+		"the manager may not read %s %s/%s (%s): its ServiceAccount lacks get on %s in namespace %s; grant it (config/rbac) or name one it may read",
+		kind, namespace, name, what, strings.ToLower(kind)+"s", namespace)
 }
 
 // herokuError classifies a Heroku failure into a step error. What only a

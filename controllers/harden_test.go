@@ -8,9 +8,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
 	"github.com/herokunix/herokunix/internal/artifact"
@@ -80,6 +82,37 @@ func TestAKeyWithATrailingNewlineStalls(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "ends with a newline") || strings.Contains(err.Error(), testAPIKey) {
 		t.Errorf("message %q should say the key ends with a newline without printing it", err)
+	}
+}
+
+// TestSecretsTheManagerMayNotReadStallSayingWhatToGrant: an install whose
+// RBAC was narrowed answers a Secret read with Forbidden; for the key and
+// for a config var alike the pass stalls with ReadForbidden, naming the
+// Secret and the grant, instead of retrying a generic error for ever.
+func TestSecretsTheManagerMayNotReadStallSayingWhatToGrant(t *testing.T) {
+	app := summaryApp(false)
+	w := newFakeWorld(t, app)
+	forbidden := interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if _, ok := obj.(*corev1.Secret); ok {
+			return apierrors.NewForbidden(corev1.Resource("secrets"), key.Name, fmt.Errorf("RBAC: access denied"))
+		}
+		return c.Get(ctx, key, obj, opts...)
+	}}
+	w.r.APIReader = interceptor.NewClient(w.c.(client.WithWatch), forbidden)
+
+	err := w.r.reconcileCredentials(context.Background(), &pass{app: app, now: testTime})
+	if got := endsAs(err); got != "Stalled "+herokunixv1.ReasonReadForbidden {
+		t.Fatalf("reading the key ends as %q (%v), want Stalled %s", got, err, herokunixv1.ReasonReadForbidden)
+	}
+	if !strings.Contains(err.Error(), "Secret team-a/heroku") || !strings.Contains(err.Error(), "lacks get on secrets in namespace team-a") {
+		t.Errorf("message %q should name the Secret and the missing grant", err)
+	}
+
+	app.Spec.Config = []herokunixv1.ConfigVar{{Name: "DB", ValueFrom: &herokunixv1.ConfigVarSource{
+		SecretKeyRef: &herokunixv1.KeyRef{Name: "db", Key: "url"}}}}
+	_, err = w.r.configValues(context.Background(), app)
+	if got := endsAs(err); got != "Stalled "+herokunixv1.ReasonReadForbidden || !strings.Contains(err.Error(), "config var DB") {
+		t.Errorf("reading a config var's Secret ends as %q (%v), want Stalled %s naming the var", got, err, herokunixv1.ReasonReadForbidden)
 	}
 }
 

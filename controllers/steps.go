@@ -182,6 +182,9 @@ func (r *HerokuNixAppReconciler) apiKey(ctx context.Context, app *herokunixv1.He
 		r.secretKeys.forget(name)
 		return "", "", stalled(herokunixv1.ReasonCredentialsNotFound, "Secret %s/%s not found", app.Namespace, ref.Name)
 	}
+	if se := readForbidden(err, "Secret", app.Namespace, ref.Name, "spec.credentialsSecretRef"); se != nil {
+		return "", "", se
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("reading Secret %s: %w", ref.Name, err)
 	}

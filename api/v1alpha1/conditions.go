@@ -45,6 +45,10 @@ const (
 	// ReasonInternalError: the controller failed unexpectedly (a bug); the
 	// pass is retried with back-off.
 	ReasonInternalError = "InternalError"
+	// ReasonReadForbidden: the manager's ServiceAccount may not read a
+	// Secret or ConfigMap the spec names (an install whose RBAC was
+	// narrowed); nothing is changed on Heroku until it may.
+	ReasonReadForbidden = "ReadForbidden"
 	// ReasonConfigSourceNotFound: a Secret, ConfigMap or key that
 	// spec.config reads is missing; nothing is changed on Heroku.
 	ReasonConfigSourceNotFound = "ConfigSourceNotFound"

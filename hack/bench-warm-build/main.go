@@ -1,8 +1,10 @@
 // Command bench-warm-build measures what spec.build.cache (type Volume)
-// saves: a fixture flake whose app needs a toolchain of many derivations
-// is built cold (an empty cache volume, the toolchain substituted from a
-// binary cache), then again after one source file of the app changed, on
-// the same volume. Both builds run what a build Job's pod runs with a
+// saves: a fixture flake shaped like a Go or Node service, whose app
+// needs a toolchain of many derivations (in the binary cache) and its
+// vendored dependencies (a fixed-output derivation, as buildGoModule's
+// goModules or buildNpmPackage's npmDeps: no public cache has them, so a
+// cold build makes them), is built cold (an empty cache volume), then
+// again after one source file of the app changed, on the same volume. Both builds run what a build Job's pod runs with a
 // cache: `manager prepare-cache` (the cache step) and `manager build
 // --cache /nix` (the build container) with the volume at /nix.
 //
@@ -22,7 +24,7 @@
 // rebuild after the cold one is reported besides: it hashes every path
 // the cold build left, once (see docs/cache.md).
 //
-//	go run ./hack/bench-warm-build [-deps 150] [-kb 4096]
+//	go run ./hack/bench-warm-build [-deps 150] [-kb 4096] [-vendor-files 4000] [-vendor-kb 8]
 package main
 
 import (
@@ -37,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -58,9 +61,11 @@ func main() {
 	}
 	deps := flag.Int("deps", 150, "derivations in the toolchain the app builds with")
 	kb := flag.Int("kb", 4096, "size of each toolchain derivation's output, in KiB")
+	vendorFiles := flag.Int("vendor-files", 4000, "files in the app's vendored dependencies (a fixed-output derivation no binary cache has)")
+	vendorKB := flag.Int("vendor-kb", 8, "size of each vendored file, in KiB")
 	keep := flag.Bool("keep", false, "keep the temporary directory")
 	flag.Parse()
-	if err := run(*deps, *kb, *keep); err != nil {
+	if err := run(fixture{deps: *deps, kb: *kb, vendorFiles: *vendorFiles, vendorKB: *vendorKB}, *keep); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -100,8 +105,9 @@ func nixCommand(dir string, env []string, argv ...string) *exec.Cmd {
 
 // flakeTemplate is the fixture: deps toolchain derivations, each with a
 // blob of random bytes and referring to the one before it and the one at
-// half its index (a deep graph, like a compiler's closure); the app
-// builds with the whole toolchain and keeps a reference to its first
+// half its index (a deep graph, like a compiler's closure); vendored
+// dependencies of many small files, content-addressed by their hash; the
+// app builds with both and keeps a reference to the toolchain's first
 // derivation only. Built with the host's tools, sandbox off.
 const flakeTemplate = `{
   outputs = { self }:
@@ -109,6 +115,8 @@ const flakeTemplate = `{
       system = "x86_64-linux";
       n = %d;
       bytes = %d;
+      vendorFiles = %d;
+      vendorFileBytes = %d;
       mkDep = i: builtins.derivation {
         name = "bench-toolchain-${toString i}";
         inherit system;
@@ -118,17 +126,35 @@ const flakeTemplate = `{
       };
       deps = builtins.genList mkDep n;
       toolchain = builtins.elemAt deps (n - 1);
+      vendor = builtins.derivation {
+        name = "bench-app-vendor";
+        inherit system;
+        builder = "/bin/sh";
+        outputHashMode = "recursive";
+        outputHashAlgo = "sha256";
+        outputHash = "%s";
+        args = [ "-c" ''
+          body=$(/usr/bin/head -c ${toString vendorFileBytes} /dev/zero | /usr/bin/tr '\0' 'v')
+          i=0
+          while [ $i -lt ${toString vendorFiles} ]; do
+            d=$out/module-$((i / 100))
+            [ -d $d ] || /usr/bin/mkdir -p $d
+            printf '// file %%d\n%%s\n' $i "$body" > $d/file-$i.go
+            i=$((i + 1))
+          done
+        '' ];
+      };
       app = builtins.derivation {
         name = "bench-app";
-        inherit system toolchain;
+        inherit system toolchain vendor;
         builder = "/bin/sh";
         src = ./src;
         runtime = builtins.elemAt deps 0;
-        args = [ "-c" "/usr/bin/cat $toolchain/lib/refs > /dev/null && /usr/bin/mkdir -p $out/bin && /usr/bin/cat $src/main.txt > $out/bin/app && echo $runtime > $out/runtime" ];
+        args = [ "-c" "/usr/bin/cat $toolchain/lib/refs $vendor/module-0/file-0.go > /dev/null && /usr/bin/mkdir -p $out/bin && /usr/bin/cat $src/main.txt > $out/bin/app && echo $runtime > $out/runtime" ];
       };
     in
     {
-      packages.${system} = { default = app; inherit app toolchain; };
+      packages.${system} = { default = app; inherit app toolchain vendor; };
     };
 }
 `
@@ -154,7 +180,17 @@ func (c *counter) wrap(h http.Handler) http.Handler {
 	})
 }
 
-func run(nDeps, kb int, keep bool) error {
+// fixture sizes the flake flakeTemplate writes.
+type fixture struct{ deps, kb, vendorFiles, vendorKB int }
+
+func (f fixture) flake(vendorHash string) []byte {
+	return fmt.Appendf(nil, flakeTemplate, f.deps, f.kb<<10, f.vendorFiles, f.vendorKB<<10, vendorHash)
+}
+
+// gotHash is the hash Nix reports a fixed-output derivation's output has.
+var gotHash = regexp.MustCompile(`got:\s+(sha256[-:]\S+)`)
+
+func run(fx fixture, keep bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("bench-warm-build binds a store over /nix in a mount namespace: run it as root")
 	}
@@ -194,7 +230,9 @@ func run(nDeps, kb int, keep bool) error {
 	}
 
 	flake := filepath.Join(tmp, "flake")
-	if err := os.WriteFile(filepath.Join(flake, "flake.nix"), fmt.Appendf(nil, flakeTemplate, nDeps, kb<<10), 0o644); err != nil {
+	// The vendored dependencies' hash is found as a developer finds a
+	// vendorHash: build with a wrong one, take the one Nix got.
+	if err := os.WriteFile(filepath.Join(flake, "flake.nix"), fx.flake("sha256-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), 0o644); err != nil {
 		return err
 	}
 	version := 1
@@ -208,7 +246,7 @@ func run(nDeps, kb int, keep bool) error {
 
 	// The publisher (nixpkgs' CI, say) builds the toolchain in a store of
 	// its own and uploads it, signed, to the binary cache.
-	log.Printf("publishing a toolchain of %d derivations (%d KiB each) to the binary cache", nDeps, kb)
+	log.Printf("publishing a toolchain of %d derivations (%d KiB each) to the binary cache", fx.deps, fx.kb)
 	keyFile := filepath.Join(tmp, "cache-key")
 	secret, err := do(exec.Command("nix", "--extra-experimental-features", "nix-command", "key", "generate-secret", "--key-name", "bench-cache-1"))
 	if err != nil {
@@ -225,6 +263,16 @@ func run(nDeps, kb int, keep bool) error {
 	}
 	publicKey := strings.TrimSpace(string(pub))
 	pubDir := dirs["publisher/nix"]
+	if _, err := do(nixCommand(pubDir, env, append(nixArgs, "build", "--no-link", ref+"#vendor")...)); err == nil {
+		return errors.New("the vendored dependencies built with a wrong hash")
+	}
+	m := gotHash.FindStringSubmatch(lastStderr)
+	if m == nil {
+		return fmt.Errorf("nix did not say the vendored dependencies' hash:\n%s", lastLines(lastStderr, 20))
+	}
+	if err := os.WriteFile(filepath.Join(flake, "flake.nix"), fx.flake(m[1]), 0o644); err != nil {
+		return err
+	}
 	if _, err := do(nixCommand(pubDir, env, append(nixArgs, "build", "--no-link", ref+"#toolchain")...)); err != nil {
 		return err
 	}

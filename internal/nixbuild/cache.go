@@ -346,6 +346,9 @@ func checkCache(ctx context.Context, n Nix, opts CacheOptions) (CacheReport, err
 			if !derivationIsIntact(opts.Dir, p) {
 				bad = append(bad, p.Path)
 			}
+		case !p.Vouched:
+			// What earlier builds made here: hashing it could not save it.
+			bad = append(bad, p.Path)
 		default:
 			check = append(check, p.Path)
 		}
@@ -429,14 +432,15 @@ func (o Nix) allPaths(ctx context.Context) ([]pathInfo, error) {
 	}
 	infos := make([]pathInfo, len(sps))
 	for i, sp := range sps {
-		infos[i] = pathInfo{Path: sp.Path, NarSize: sp.NarSize, References: sp.References, Registration: regs[sp.Path]}
+		reg := regs[sp.Path]
+		infos[i] = pathInfo{Path: sp.Path, NarSize: sp.NarSize, References: sp.References, Registration: reg.json, Vouched: reg.vouched}
 	}
 	return infos, nil
 }
 
 // registrations are the entries of `nix path-info --json` by path, as
 // re-encoded JSON (keys sorted).
-func registrations(out []byte) (map[string][]byte, error) {
+func registrations(out []byte) (map[string]registration, error) {
 	byPath := map[string]map[string]any{}
 	var list []map[string]any
 	if err := json.Unmarshal(out, &list); err == nil {
@@ -448,15 +452,28 @@ func registrations(out []byte) (map[string][]byte, error) {
 	} else if err := json.Unmarshal(out, &byPath); err != nil {
 		return nil, fmt.Errorf("parsing nix path-info output: %w", err)
 	}
-	regs := make(map[string][]byte, len(byPath))
+	regs := make(map[string]registration, len(byPath))
 	for p, e := range byPath {
 		b, err := json.Marshal(e)
 		if err != nil {
 			return nil, err
 		}
-		regs[p] = b
+		ca, _ := e["ca"].(string)
+		sigs, _ := e["signatures"].([]any)
+		regs[p] = registration{json: b, vouched: ca != "" || len(sigs) > 0}
 	}
 	return regs, nil
+}
+
+// registration is a path's entry of `nix path-info --json`.
+type registration struct {
+	json []byte
+	// vouched: the path is content-addressed or carries a signature.
+	// One that is neither can never pass `nix store verify
+	// --sigs-needed 1` (a locally built path, "ultimate", does not count
+	// there), whatever the trusted keys: it is untrusted without being
+	// hashed.
+	vouched bool
 }
 
 type pathInfo struct {
@@ -464,6 +481,7 @@ type pathInfo struct {
 	NarSize      int64
 	References   []string
 	Registration []byte
+	Vouched      bool // see registration
 }
 
 // pathState fingerprints a store path as it is on disk in the cache dir:

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -364,45 +367,6 @@ func runReleased(t *testing.T, ctx context.Context, ns, herokuApp, digest string
 	}
 }
 
-// TestManagerNeverNeededAVerbItsRBACLacks reads the API server's audit
-// log: no request of the manager's ServiceAccount was forbidden.
-func TestManagerNeverNeededAVerbItsRBACLacks(t *testing.T) {
-	// Runs after the deploys above (tests run in file order).
-	f, err := os.Open(env.state.AuditLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	user := "system:serviceaccount:" + managerNamespace + ":" + managerName
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	seen := 0
-	for sc.Scan() {
-		var ev struct {
-			User           struct{ Username string } `json:"user"`
-			Verb           string                    `json:"verb"`
-			RequestURI     string                    `json:"requestURI"`
-			ResponseStatus *struct{ Code int }       `json:"responseStatus"`
-			Annotations    map[string]string         `json:"annotations"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.User.Username != user {
-			continue
-		}
-		seen++
-		// The authorizer's decision, not any 403: admission also answers
-		// 403, e.g. for events in a namespace being deleted.
-		if ev.Annotations["authorization.k8s.io/decision"] == "forbid" {
-			t.Errorf("the manager was forbidden to %s %s", ev.Verb, ev.RequestURI)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if seen == 0 {
-		t.Fatalf("the audit log has no request of %s", user)
-	}
-}
-
 // flakeOf serves a one-package flake whose build runs script.
 func flakeOf(t *testing.T, name, script string) string {
 	t.Helper()
@@ -478,5 +442,147 @@ func assertNoRelease(t *testing.T, herokuApp string) {
 		if len(r.Images) > 0 {
 			t.Errorf("a failed build released %+v", r)
 		}
+	}
+}
+
+// provokedDenials is the request path under which
+// TestASecretTheManagerMayNotRead made the manager's reads fail on purpose.
+var provokedDenials string
+
+// TestASecretTheManagerMayNotRead: an operator narrows the installed RBAC
+// so the manager may list and watch Secrets but not get one (it reads the
+// key with get). A HerokuNixApp then stalls with ReadForbidden naming the
+// Secret, no build runs and Heroku is untouched; once get is granted back
+// and the Secret touched, it deploys.
+func TestASecretTheManagerMayNotRead(t *testing.T) {
+	ctx := testContext(t)
+	role := managerSecretsRole(t, ctx)
+	granted := slices.Clone(role.Rules)
+	var narrowed []rbacv1.PolicyRule
+	for _, r := range role.Rules {
+		if i := slices.Index(r.Resources, "secrets"); i >= 0 && slices.Contains(r.APIGroups, "") {
+			r = *r.DeepCopy()
+			r.Resources = slices.Delete(r.Resources, i, i+1)
+			narrowed = append(narrowed, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"list", "watch"}})
+			if len(r.Resources) == 0 {
+				continue
+			}
+		}
+		narrowed = append(narrowed, r)
+	}
+	setRules := func(rules []rbacv1.PolicyRule) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			if err := env.c.Get(ctx, client.ObjectKeyFromObject(role), role); err != nil {
+				return err
+			}
+			role.Rules = rules
+			return env.c.Update(ctx, role)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	setRules(narrowed)
+	restored := false
+	t.Cleanup(func() {
+		if !restored {
+			setRules(granted)
+		}
+	})
+
+	ns := newNamespace(t, ctx, "forbidden", nil)
+	provokedDenials = "/api/v1/namespaces/" + ns + "/secrets/"
+	app := newApp(t, ctx, ns, ns, serveFlake(t, fixtures.Closure), serverProcess)
+	got := waitReady(t, ctx, app, metav1.ConditionFalse, herokunixv1.ReasonReadForbidden)
+	if c := meta.FindStatusCondition(got.Status.Conditions, herokunixv1.ConditionStalled); c == nil || c.Status != metav1.ConditionTrue ||
+		!strings.Contains(c.Message, "Secret "+ns+"/heroku") {
+		t.Errorf("Stalled should be True naming the Secret: %+v", c)
+	}
+	var jobs batchv1.JobList
+	if err := env.c.List(ctx, &jobs, client.InNamespace(ns)); err != nil || len(jobs.Items) > 0 {
+		t.Errorf("a build ran without the key: %d Jobs, %v", len(jobs.Items), err)
+	}
+	assertNoRelease(t, ns)
+
+	setRules(granted)
+	restored = true
+	var secret corev1.Secret
+	if err := env.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "heroku"}, &secret); err != nil {
+		t.Fatal(err)
+	}
+	secret.Annotations = map[string]string{"herokunix.dev/test": "granted"}
+	if err := env.c.Update(ctx, &secret); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, ctx, app, metav1.ConditionTrue, herokunixv1.ReasonReleased)
+}
+
+// managerSecretsRole is the installed ClusterRole that grants the
+// manager's ServiceAccount its reads of Secrets.
+func managerSecretsRole(t *testing.T, ctx context.Context) *rbacv1.ClusterRole {
+	t.Helper()
+	var bindings rbacv1.ClusterRoleBindingList
+	if err := env.c.List(ctx, &bindings); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range bindings.Items {
+		if !slices.ContainsFunc(b.Subjects, func(s rbacv1.Subject) bool {
+			return s.Kind == rbacv1.ServiceAccountKind && s.Namespace == managerNamespace && s.Name == managerName
+		}) {
+			continue
+		}
+		var role rbacv1.ClusterRole
+		if err := env.c.Get(ctx, client.ObjectKey{Name: b.RoleRef.Name}, &role); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range role.Rules {
+			if slices.Contains(r.Resources, "secrets") {
+				return &role
+			}
+		}
+	}
+	t.Fatal("no ClusterRole bound to the manager grants it Secrets")
+	return nil
+}
+
+// TestManagerNeverNeededAVerbItsRBACLacks reads the API server's audit
+// log: no request of the manager's ServiceAccount was forbidden.
+func TestManagerNeverNeededAVerbItsRBACLacks(t *testing.T) {
+	// Runs last (tests run in file order): after every deploy, and after
+	// the one denial a test provoked on purpose, which it leaves out.
+	f, err := os.Open(env.state.AuditLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	user := "system:serviceaccount:" + managerNamespace + ":" + managerName
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	seen := 0
+	for sc.Scan() {
+		var ev struct {
+			User           struct{ Username string } `json:"user"`
+			Verb           string                    `json:"verb"`
+			RequestURI     string                    `json:"requestURI"`
+			ResponseStatus *struct{ Code int }       `json:"responseStatus"`
+			Annotations    map[string]string         `json:"annotations"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) != nil || ev.User.Username != user {
+			continue
+		}
+		seen++
+		// The authorizer's decision, not any 403: admission also answers
+		// 403, e.g. for events in a namespace being deleted.
+		if ev.Annotations["authorization.k8s.io/decision"] == "forbid" &&
+			!(provokedDenials != "" && strings.HasPrefix(ev.RequestURI, provokedDenials)) {
+			t.Errorf("the manager was forbidden to %s %s", ev.Verb, ev.RequestURI)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if seen == 0 {
+		t.Fatalf("the audit log has no request of %s", user)
 	}
 }
