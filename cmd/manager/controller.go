@@ -136,7 +136,8 @@ func newManager(ctx context.Context, cfg *rest.Config, f controllerFlags) (ctrl.
 	var buildEvents chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp]
 	switch f.builder {
 	case "job":
-		builder = build.NewJobBuilder(mgr, build.JobImages{Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost})
+		builder = build.NewJobBuilder(mgr, build.JobImages{Tools: f.toolsImage, Nix: f.nixImage, RegistryHost: f.registryHost,
+			InsecureRegistry: f.insecureRegistry})
 	case "local":
 		buildEvents = make(chan event.TypedGenericEvent[*herokunixv1.HerokuNixApp], 64)
 		builder = &build.LocalBuilder{

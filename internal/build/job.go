@@ -41,6 +41,9 @@ type JobImages struct {
 	Nix string
 	// RegistryHost is Heroku's registry (registry.heroku.com).
 	RegistryHost string
+	// InsecureRegistry has the push speak plain HTTP to RegistryHost, as
+	// the manager's --insecure-registry does (local testing only).
+	InsecureRegistry bool
 }
 
 const (
@@ -166,6 +169,9 @@ func DesiredJob(app *herokunixv1.HerokuNixApp, b Desired, images JobImages) (*ba
 	}}
 	pushArgs := []string{"push", "--workspace", workspaceDir, "--app", app.Spec.AppName,
 		"--registry", images.RegistryHost, "--result", corev1.TerminationMessagePathDefault}
+	if images.InsecureRegistry {
+		pushArgs = append(pushArgs, "--insecure-registry")
+	}
 	if n := app.Spec.Build.MaxLayers; n != nil {
 		pushArgs = append(pushArgs, "--max-layers", strconv.Itoa(int(*n)))
 	}

@@ -39,3 +39,21 @@ func TestDesiredJobPassesTheLayerBudgetToThePush(t *testing.T) {
 		}
 	}
 }
+
+// A manager told to speak plain HTTP to the registry tells its build
+// Jobs' push so; one that is not, does not (Heroku's registry is HTTPS).
+func TestDesiredJobPassesInsecureRegistryToThePush(t *testing.T) {
+	for _, insecure := range []bool{true, false} {
+		app := testApp()
+		job, err := DesiredJob(app, DesiredFor(app, time.Now(), false),
+			JobImages{Tools: "tools:1", Nix: "nix:1", RegistryHost: "10.0.0.1:5000", InsecureRegistry: insecure})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range job.Spec.Template.Spec.Containers {
+			if got := slices.Contains(c.Args, "--insecure-registry"); c.Name == containerPush && got != insecure {
+				t.Errorf("with InsecureRegistry=%v the push args are %q", insecure, c.Args)
+			}
+		}
+	}
+}

@@ -7,9 +7,9 @@
 //
 // It needs root and cgroups (v1); it installs containerd, runc and the CNI
 // plugins from Debian and builds the Kubernetes binaries from the Go module
-// proxy (see hack/cluster). It runs when HEROKUNIX_REQUIRE_REALNODE=1 (then a
-// machine that cannot run it fails the test, naming what is missing; make
-// test does not set it yet) or HEROKUNIX_REALNODE=1, and skips otherwise.
+// proxy (see hack/cluster). It runs when HEROKUNIX_REQUIRE_REALNODE=1, as
+// make test sets it (then a machine that cannot run it fails the test,
+// naming what is missing), or HEROKUNIX_REALNODE=1, and skips otherwise.
 //
 // TestMain brings the cluster up (unless one is up already, which it
 // reuses and leaves running), then runs the tests in a copy of this binary
