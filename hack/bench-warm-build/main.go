@@ -135,6 +135,7 @@ const flakeTemplate = `{
         outputHash = "%s";
         args = [ "-c" ''
           body=$(/usr/bin/head -c ${toString vendorFileBytes} /dev/zero | /usr/bin/tr '\0' 'v')
+          /usr/bin/mkdir -p $out
           i=0
           while [ $i -lt ${toString vendorFiles} ]; do
             d=$out/module-$((i / 100))
@@ -150,7 +151,7 @@ const flakeTemplate = `{
         builder = "/bin/sh";
         src = ./src;
         runtime = builtins.elemAt deps 0;
-        args = [ "-c" "/usr/bin/cat $toolchain/lib/refs $vendor/module-0/file-0.go > /dev/null && /usr/bin/mkdir -p $out/bin && /usr/bin/cat $src/main.txt > $out/bin/app && echo $runtime > $out/runtime" ];
+        args = [ "-c" "/usr/bin/cat $toolchain/lib/refs > /dev/null && /usr/bin/ls $vendor > /dev/null && /usr/bin/mkdir -p $out/bin && /usr/bin/cat $src/main.txt > $out/bin/app && echo $runtime > $out/runtime" ];
       };
     in
     {

@@ -117,7 +117,8 @@ type CacheOptions struct {
 //     by a trusted key (n's and the image's nix.conf's), or the path be
 //     content-addressed; a derivation must be the file its path names.
 //     Paths found as opts.Record left them after their last check are
-//     not hashed again. Paths that fail, and every path that refers to
+//     not hashed again, nor are paths with neither a signature nor a
+//     content address (what builds made here): they fail unhashed. Paths that fail, and every path that refers to
 //     one, are deleted.
 //
 // So what earlier builds left can reach a later one only as content a

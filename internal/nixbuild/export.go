@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/herokunix/herokunix/internal/artifact"
 	"github.com/herokunix/herokunix/internal/nix2container"
@@ -172,8 +171,10 @@ func (o Nix) exportNix2Container(ctx context.Context, ws, out, dst string) ([]ar
 }
 
 // exportClosure lists the closure of roots with sizes and copies it under
-// <ws>/root/nix/store: with `nix copy`, then a plain file copy of whatever
-// that did not leave there.
+// <ws>/root/nix/store, file by file: the push reads only the files (and
+// hashes each path against its narHash as it does), so `nix copy` into a
+// store there, with a database nobody reads, would only cost a Nix
+// invocation per build.
 func (o Nix) exportClosure(ctx context.Context, ws string, roots []string) ([]artifact.StorePath, error) {
 	args := append([]string{"path-info", "--recursive", "--json"}, roots...)
 	out, err := o.nix(ctx, "nix path-info", args...)
@@ -185,19 +186,6 @@ func (o Nix) exportClosure(ctx context.Context, ws string, roots []string) ([]ar
 		return nil, err
 	}
 	root := filepath.Join(ws, artifact.StoreRoot)
-	// The store URL carries the root as a query parameter; a path with
-	// characters a URL would mangle goes straight to the file copy.
-	if !strings.ContainsAny(root, "?&#%+= \t\n") {
-		args := append([]string{"copy", "--no-check-sigs", "--to", "local?root=" + root}, roots...)
-		if _, err := o.nix(ctx, "nix copy", args...); err != nil {
-			if ctx.Err() != nil {
-				return nil, err
-			}
-			if o.Stderr != nil {
-				fmt.Fprintf(o.Stderr, "herokunix: nix copy failed, copying the closure's files instead: %v\n", err)
-			}
-		}
-	}
 	for _, sp := range closure {
 		if err := ctx.Err(); err != nil {
 			return nil, err

@@ -510,11 +510,11 @@ func TestResolveReadsTheExtraNixConf(t *testing.T) {
 	}
 }
 
-func TestRunCopiesTheClosureWithoutNixCopyWhenTheWorkspaceIsNoStoreURL(t *testing.T) {
+func TestRunCopiesTheClosureFileByFileWhateverTheWorkspacePath(t *testing.T) {
 	opts := nixOptions(t)
 	ref := fixturestest.Prepare(t, fixtures.Closure)
-	// A '?' in the path cannot go into a local?root= store URL: the closure
-	// is copied file by file instead.
+	// A '?' could not go into a local?root= store URL; the closure's files
+	// are copied, no store (and no database) is made there.
 	ws := filepath.Join(t.TempDir(), "work?space")
 
 	m, err := nixbuild.Run(t.Context(), opts, artifact.BuildRequest{
