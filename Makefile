@@ -30,8 +30,9 @@ verify: generate manifests
 test:
 	hack/install-nix.sh
 	hack/install-heroku-cli.sh >/dev/null
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 $(GO) test -count=1 $$($(GO) list ./... | grep -v /test/realnode)
-	HEROKUNIX_REQUIRE_REALNODE=1 $(GO) test -count=1 -timeout 30m ./test/realnode
+	set -o pipefail; pkgs="$$($(GO) list ./... | grep -v /test/realnode)" && \
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" HEROKUNIX_REQUIRE_NIX=1 HEROKUNIX_REQUIRE_HEROKU_CLI=1 $(GO) test -count=1 $$pkgs
+	HEROKUNIX_REQUIRE_REALNODE=1 $(GO) test -count=1 -timeout 60m ./test/realnode
 
 ## run: the manager (cmd/manager, built fresh) against your cluster, or, with no cluster configured, against
 ## the embedded local default, which deploys the sample end to end (cmd/local: a developer tool, not in the image)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -284,6 +286,12 @@ var summaryRows = []summaryRow{
 		name: "a Secret that spec.config reads is missing", deployed: true,
 		end:   errEnd(stalled(herokunixv1.ReasonConfigSourceNotFound, "Secret %s/%s not found (config var %s)", "team-a", "shop-db", "DATABASE_URL")),
 		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonConfigSourceNotFound, requeue: requeueInterval,
+	},
+	{
+		name: "the manager may not read the key's Secret", deployed: true,
+		end: errEnd(readForbidden(apierrors.NewForbidden(corev1.Resource("secrets"), "heroku", errors.New("RBAC: access denied")),
+			"Secret", "team-a", "heroku", "spec.credentialsSecretRef")),
+		ready: metav1.ConditionFalse, reason: herokunixv1.ReasonReadForbidden, requeue: requeueInterval,
 	},
 	{
 		name: "spec.config is over Heroku's 32 kB", deployed: true,

@@ -110,6 +110,8 @@ var readOf = map[string]statusCase{
 	"the build pod was evicted (retried)":             {argo: progressing, argoMessage: "BuildFailed: retrying: build shop-", kstatus: status.InProgressStatus},
 	"a Secret that spec.config reads is missing": {argo: degraded, argoMessage: "ConfigSourceNotFound: Secret team-a/shop-db not found (config var DATABASE_URL)",
 		kstatus: status.FailedStatus},
+	"the manager may not read the key's Secret": {argo: degraded, argoMessage: "ReadForbidden: the manager may not read Secret team-a/heroku",
+		kstatus: status.FailedStatus},
 	"spec.config is over Heroku's 32 kB":  {argo: degraded, argoMessage: "ConfigInvalid: the config vars in spec.config hold", kstatus: status.FailedStatus},
 	"the promotion source does not exist": {argo: degraded, argoMessage: "PromotionSourceNotFound: HerokuNixApp team-a/staging", kstatus: status.FailedStatus},
 	"the promotion source is not Ready": {argo: progressing, argoMessage: "PromotionSourceNotReady: waiting for HerokuNixApp staging",

@@ -30,8 +30,8 @@ import (
 // ManifestFile is the name of the manifest inside a workspace directory.
 const ManifestFile = "build.json"
 
-// StoreRoot is the directory inside a workspace that holds copied closures
-// (`nix copy --to local?root=<workspace>/root`), so store paths live at
+// StoreRoot is the directory inside a workspace that holds copied closures,
+// as a store rooted there would: store paths live at
 // <workspace>/root/nix/store/….
 const StoreRoot = "root"
 

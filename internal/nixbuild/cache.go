@@ -459,9 +459,11 @@ func registrations(out []byte) (map[string]registration, error) {
 		if err != nil {
 			return nil, err
 		}
-		ca, _ := e["ca"].(string)
+		// Nix 2.8 prints ca as a string, newer Nix (path-info JSON
+		// version 2) as an object; either, when set, is a content
+		// address. Calling a path vouched wrongly only has it hashed.
 		sigs, _ := e["signatures"].([]any)
-		regs[p] = registration{json: b, vouched: ca != "" || len(sigs) > 0}
+		regs[p] = registration{json: b, vouched: (e["ca"] != nil && e["ca"] != "") || len(sigs) > 0}
 	}
 	return regs, nil
 }

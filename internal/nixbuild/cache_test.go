@@ -147,6 +147,11 @@ func TestPrepareCacheKeepsOnlyWhatItCanVerify(t *testing.T) {
 			t.Errorf("after the check, %s valid = %v, want %v (%v)", name, got, want, rep)
 		}
 	}
+	// The signed a, c and d were hashed; b, signed by no one, failed
+	// without it.
+	if rep.Hashed != 3 {
+		t.Errorf("%d paths hashed, want 3: a, c and d, not the unsigned b (%v)", rep.Hashed, rep)
+	}
 	got, err := os.ReadFile(filepath.Join(cache, "store", filepath.Base(paths["m"])))
 	if err != nil || string(got) != "m\n" {
 		t.Errorf("the image's path holds %q (%v), want the image's content", got, err)

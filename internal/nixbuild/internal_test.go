@@ -302,3 +302,34 @@ func TestTextPathIsNixs(t *testing.T) {
 		t.Errorf("other references give the same path")
 	}
 }
+
+// A path is vouched for by a signature or a content address, in the shape
+// Nix 2.8 prints them (ca a string, signatures absent when none) and the
+// shape newer Nix does (path-info JSON version 2: ca an object or null,
+// signatures always a list).
+func TestRegistrationsTellVouchedPathsInEitherShape(t *testing.T) {
+	const storeLocal = "/nix/store/cccccccccccccccccccccccccccccccc-app"
+	for _, tc := range []struct {
+		name, json string
+		want       map[string]bool
+	}{
+		{"nix 2.8", `[{"path":"` + storeA + `","narSize":8,"ca":"fixed:r:sha256:1b8m03r63zqhnjf7l5wnldhh7c134ap5vpj0850ymkq1iyzicy5s"},
+			{"path":"` + storeB + `","narSize":8,"signatures":["cache-1:c2ln"]},
+			{"path":"` + storeLocal + `","narSize":8,"ultimate":true}]`,
+			map[string]bool{storeA: true, storeB: true, storeLocal: false}},
+		{"path-info JSON version 2", `{"` + storeA + `":{"narSize":8,"ca":{"method":"nar","hash":"sha256-AAAA"},"signatures":[]},
+			"` + storeB + `":{"narSize":8,"ca":null,"signatures":["cache-1:c2ln"]},
+			"` + storeLocal + `":{"narSize":8,"ca":null,"signatures":[],"ultimate":true}}`,
+			map[string]bool{storeA: true, storeB: true, storeLocal: false}},
+	} {
+		regs, err := registrations([]byte(tc.json))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for p, want := range tc.want {
+			if got := regs[p].vouched; got != want {
+				t.Errorf("%s: %s vouched = %v, want %v", tc.name, p, got, want)
+			}
+		}
+	}
+}

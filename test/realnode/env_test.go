@@ -57,7 +57,12 @@ var env struct {
 	flakesDir string
 }
 
+// suiteStart is when this run began: a kept cluster's audit log also
+// holds earlier runs' requests.
+var suiteStart time.Time
+
 func runInside(m *testing.M) int {
+	suiteStart = time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	tmp, err := os.MkdirTemp("", "realnode-")
