@@ -118,8 +118,8 @@ type CacheOptions struct {
 //     content-addressed; a derivation must be the file its path names.
 //     Paths found as opts.Record left them after their last check are
 //     not hashed again, nor are paths with neither a signature nor a
-//     content address (what builds made here): they fail unhashed. Paths that fail, and every path that refers to
-//     one, are deleted.
+//     content address (what builds made here): they fail unhashed.
+//     Paths that fail, and every path that refers to one, are deleted.
 //
 // So what earlier builds left can reach a later one only as content a
 // trusted key signed or a content hash names: a path an earlier build
