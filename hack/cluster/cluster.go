@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/herokunix/herokunix/hack/cluster/state"
 )
 
 // Addresses inside the cluster's network namespace. The node address sits
@@ -38,27 +39,13 @@ var hostSysctls = []string{
 // daemons in start order; down stops them in reverse.
 var daemons = []string{"containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"}
 
-// State is what up records in $DIR/cluster.json for down and for tests.
-type State struct {
-	Dir        string `json:"dir"`
-	HolderPID  int    `json:"holderPID"`
-	NodeIP     string `json:"nodeIP"`
-	Kubeconfig string `json:"kubeconfig"`
-	Containerd string `json:"containerdAddress"`
-	AuditLog   string `json:"auditLog"`
-}
-
 type cluster struct {
 	dir  string
 	repo string
 }
 
 func newCluster() *cluster {
-	dir := os.Getenv("HEROKUNIX_CLUSTER_DIR")
-	if dir == "" {
-		dir = "/var/tmp/herokunix-cluster"
-	}
-	return &cluster{dir: dir, repo: repoRoot()}
+	return &cluster{dir: state.Dir(), repo: repoRoot()}
 }
 
 func repoRoot() string {
@@ -72,17 +59,7 @@ func repoRoot() string {
 
 func (c *cluster) path(p ...string) string { return filepath.Join(append([]string{c.dir}, p...)...) }
 
-func (c *cluster) state() (*State, error) {
-	b, err := os.ReadFile(c.path("cluster.json"))
-	if err != nil {
-		return nil, err
-	}
-	var s State
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("reading %s: %w", c.path("cluster.json"), err)
-	}
-	return &s, nil
-}
+func (c *cluster) state() (*state.State, error) { return state.Read(c.dir) }
 
 func alive(pid int) bool {
 	return pid > 0 && syscall.Kill(pid, 0) == nil
@@ -198,7 +175,7 @@ func (c *cluster) up(ctx context.Context) error {
 		logf("already running (%s)", c.dir)
 		return nil
 	}
-	if _, err := os.Stat(c.path("cluster.json")); err == nil {
+	if _, err := os.Stat(c.path(state.File)); err == nil {
 		logf("tearing down a half-started cluster first")
 		if err := c.down(); err != nil {
 			return err
@@ -254,12 +231,11 @@ func (c *cluster) up(ctx context.Context) error {
 		return fmt.Errorf("creating the namespaces: %w", err)
 	}
 	go holder.Wait() //nolint:errcheck // reaped so it never lingers as a zombie while up runs
-	st := State{
+	st := state.State{
 		Dir: c.dir, HolderPID: holder.Process.Pid, NodeIP: NodeIP,
 		Kubeconfig: c.path("kubeconfig"), Containerd: c.path("containerd.sock"), AuditLog: c.path("logs", "audit.log"),
 	}
-	b, _ := json.MarshalIndent(st, "", "  ")
-	if err := os.WriteFile(c.path("cluster.json"), b, 0o644); err != nil {
+	if err := state.Write(c.dir, st); err != nil {
 		return err
 	}
 	if err := waitFor(ctx, "the network namespace", 10*time.Second, func() error {

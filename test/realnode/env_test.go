@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	herokunixv1 "github.com/herokunix/herokunix/api/v1alpha1"
+	"github.com/herokunix/herokunix/hack/cluster/state"
 	"github.com/herokunix/herokunix/test/fixtures"
 	"github.com/herokunix/herokunix/test/herokustub"
 )
@@ -46,7 +47,7 @@ const (
 
 // env is what runInside set up for every test.
 var env struct {
-	state     *clusterState
+	state     *state.State
 	c         client.Client
 	cs        *kubernetes.Clientset
 	stub      *herokustub.Server
@@ -79,7 +80,7 @@ func runInside(m *testing.M) int {
 }
 
 func setUp(ctx context.Context, tmp string) error {
-	st, err := readState(clusterDir())
+	st, err := state.Read(state.Dir())
 	if err != nil {
 		return err
 	}

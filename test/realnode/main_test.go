@@ -19,7 +19,6 @@
 package realnode
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -29,32 +28,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/herokunix/herokunix/hack/cluster/state"
 )
 
 const insideEnv = "HEROKUNIX_REALNODE_INSIDE"
-
-// clusterState is hack/cluster's cluster.json.
-type clusterState struct {
-	Dir        string `json:"dir"`
-	HolderPID  int    `json:"holderPID"`
-	NodeIP     string `json:"nodeIP"`
-	Kubeconfig string `json:"kubeconfig"`
-	Containerd string `json:"containerdAddress"`
-	AuditLog   string `json:"auditLog"`
-}
 
 func TestMain(m *testing.M) {
 	if os.Getenv(insideEnv) == "1" {
 		os.Exit(runInside(m))
 	}
 	os.Exit(runOutside())
-}
-
-func clusterDir() string {
-	if d := os.Getenv("HEROKUNIX_CLUSTER_DIR"); d != "" {
-		return d
-	}
-	return "/var/tmp/herokunix-cluster"
 }
 
 // missing names what this machine lacks to run the suite.
@@ -89,7 +73,7 @@ func runOutside() int {
 		}
 		return 0
 	}
-	dir := clusterDir()
+	dir := state.Dir()
 	// One cluster per machine: the kubelet's cgroups are global.
 	lock, err := os.OpenFile(dir+".lock", os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
@@ -136,7 +120,7 @@ func runOutside() int {
 	}
 	fmt.Fprintf(os.Stderr, "realnode: images loaded in %s\n", time.Since(start).Round(time.Second))
 
-	st, err := readState(dir)
+	st, err := state.Read(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "realnode:", err)
 		return 1
@@ -164,16 +148,4 @@ func runOutside() int {
 		return 1
 	}
 	return 0
-}
-
-func readState(dir string) (*clusterState, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "cluster.json"))
-	if err != nil {
-		return nil, fmt.Errorf("reading the cluster's state: %w", err)
-	}
-	var s clusterState
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, fmt.Errorf("reading the cluster's state: %w", err)
-	}
-	return &s, nil
 }
