@@ -44,6 +44,22 @@ func jobBuilderOnFake(t *testing.T) (*JobBuilder, client.Client, *herokunixv1.He
 	return j, c, app, want, &job
 }
 
+// ensureAfterFailing is what Ensure says of a builder's Job once fail
+// made it fail.
+func ensureAfterFailing(t *testing.T, fail func(context.Context, client.Client, *batchv1.Job) error) State {
+	t.Helper()
+	j, c, app, want, job := jobBuilderOnFake(t)
+	ctx := context.Background()
+	if err := fail(ctx, c, job); err != nil {
+		t.Fatal(err)
+	}
+	state, err := j.Ensure(ctx, app, want, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return state
+}
+
 // A push container that wrote a credentials failure makes a failed build
 // whose Failure says so; a push that failed otherwise, or a build
 // container that wrote the same text (it runs user code), does not.
@@ -67,15 +83,7 @@ func TestAFailedJobIsACredentialsFailureOnlyOnThePushContainersWord(t *testing.T
 		}, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
-			j, c, app, want, job := jobBuilderOnFake(t)
-			ctx := context.Background()
-			if err := tc.fail(ctx, c, job); err != nil {
-				t.Fatal(err)
-			}
-			state, err := j.Ensure(ctx, app, want, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			state := ensureAfterFailing(t, tc.fail)
 			if state.Phase != Failed || state.Failure != tc.want {
 				t.Errorf("state %+v, want failed with failure %q", state, tc.want)
 			}
@@ -116,15 +124,7 @@ func TestAFailedJobSaysWhetherItsFailureMayPass(t *testing.T) {
 		}, ""},
 	} {
 		t.Run(name, func(t *testing.T) {
-			j, c, app, want, job := jobBuilderOnFake(t)
-			ctx := context.Background()
-			if err := tc.fail(ctx, c, job); err != nil {
-				t.Fatal(err)
-			}
-			state, err := j.Ensure(ctx, app, want, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			state := ensureAfterFailing(t, tc.fail)
 			if state.Phase != Failed || state.Transient != tc.want {
 				t.Errorf("state %+v, want failed with transient cause %q", state, tc.want)
 			}

@@ -410,24 +410,11 @@ func TestAPIKeyAppearsNowhere(t *testing.T) {
 	h := newHarness(t)
 	h.createSecret()
 	// Every version of every resource in the namespace, as written.
-	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
-	h.g.Expect(err).NotTo(HaveOccurred())
-	w, err := wc.Watch(h.ctx, &herokunixv1.HerokuNixAppList{}, client.InNamespace(h.ns))
-	h.g.Expect(err).NotTo(HaveOccurred())
-	var versions []string
-	collected := make(chan struct{})
-	go func() {
-		defer close(collected)
-		for ev := range w.ResultChan() {
-			b, _ := json.Marshal(ev.Object)
-			versions = append(versions, string(b))
-		}
-	}()
+	collect := h.watchVersions()
 	// A failing and a succeeding deploy, so error paths are logged too.
 	h.stub.Faults().Add(herokustub.Fault{PathPrefix: "/apps/", Count: 3, Status: 503, RetryAfter: "1"})
 	app, _ := h.deployed("shop")
-	w.Stop()
-	<-collected
+	versions := collect()
 	if len(versions) < 3 {
 		t.Errorf("saw only %d versions of the resource", len(versions))
 	}
